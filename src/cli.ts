@@ -1,0 +1,179 @@
+#!/usr/bin/env node
+// Command-line entry: `postwarden run` starts the daemon, `postwarden check`
+// validates a configuration and prints the values in effect.
+import { Command, Option } from "commander";
+import { ConfigError, loadConfig, type Config } from "./config/load.js";
+import type { Setting } from "./config/syntax.js";
+import { AddonLoadError, loadAddon } from "./native.js";
+import { StreamLogger } from "./log/logger.js";
+import { readInetProtocols } from "./postfix/inet-protocols.js";
+import { Server } from "./server.js";
+
+const DEFAULT_CONFIG = "/etc/postwarden/main.cf";
+
+interface CommonOptions {
+  config: string;
+  listen?: string[];
+  queueDirectory?: string;
+  smtpdPassSocket?: string;
+  postfixConfigDirectory?: string;
+  greetWait?: string;
+  greetAction?: string;
+  greetMode?: string;
+  parameter: string[];
+}
+
+function addCommonOptions(command: Command): Command {
+  return command
+    .option("-c, --config <file>", "configuration file", DEFAULT_CONFIG)
+    .option(
+      "--listen <address...>",
+      'address to listen on, "addr:port" or "[v6addr]:port" (repeatable)',
+    )
+    .option("--queue-directory <dir>", "Postfix queue directory")
+    .option("--smtpd-pass-socket <path>", "smtpd pass socket to hand off to")
+    .option(
+      "--postfix-config-directory <dir>",
+      "Postfix configuration directory read with postconf",
+    )
+    .option("--greet-wait <time>", "pregreet wait, such as 6s")
+    .addOption(
+      new Option("--greet-action <action>", "pregreet action").choices([
+        "ignore",
+        "drop",
+      ]),
+    )
+    .addOption(
+      new Option("--greet-mode <mode>", "pregreet mode").choices([
+        "teaser",
+        "silent",
+      ]),
+    )
+    .option(
+      "-o, --parameter <name=value>",
+      "set any parameter, overriding the file (repeatable)",
+      (value: string, previous: string[]) => [...previous, value],
+      [] as string[],
+    );
+}
+
+function overridesFrom(options: CommonOptions): Setting[] {
+  const origin = { file: "command line", line: 0 };
+  const settings: Setting[] = [];
+  const add = (name: string, value: string | undefined): void => {
+    if (value !== undefined) settings.push({ name, value, origin });
+  };
+  add("listen", options.listen?.join(" "));
+  add("queue_directory", options.queueDirectory);
+  add("smtpd_pass_socket", options.smtpdPassSocket);
+  add("postfix_config_directory", options.postfixConfigDirectory);
+  add("greet_wait", options.greetWait);
+  add("greet_action", options.greetAction);
+  add("greet_mode", options.greetMode);
+  for (const item of options.parameter) {
+    const equals = item.indexOf("=");
+    if (equals < 1) {
+      throw new ConfigError([
+        `command line: invalid -o "${item}": expected name=value`,
+      ]);
+    }
+    add(item.slice(0, equals).trim(), item.slice(equals + 1).trim());
+  }
+  return settings;
+}
+
+function readConfig(options: CommonOptions): Config {
+  // Without an explicit file, a missing default file means "all defaults",
+  // so that command-line flags alone can run postwarden.
+  return loadConfig(options.config, overridesFrom(options), {
+    missingFileIsEmpty: options.config === DEFAULT_CONFIG,
+  });
+}
+
+async function run(options: CommonOptions): Promise<void> {
+  const logger = new StreamLogger();
+  const config = readConfig(options);
+  const addon = loadAddon();
+
+  const families = await readInetProtocols(config.postfixConfigDirectory);
+  if (families.assumedBecause !== undefined) {
+    logger.warning(
+      `${families.assumedBecause}; assuming smtpd accepts IPv4 and IPv6 ` +
+        "clients",
+    );
+  }
+  const v6Listeners = config.listen.filter(({ host }) => host.includes(":"));
+  if (v6Listeners.length > 0 && !families.ipv6) {
+    throw new ConfigError([
+      `listen: IPv6 address ${v6Listeners[0]?.host ?? ""} configured, but ` +
+        `Postfix in ${config.postfixConfigDirectory} has inet_protocols ` +
+        "without ipv6, and its smtpd would exit on IPv6 clients. Remove " +
+        "the IPv6 listen address or enable ipv6 in Postfix.",
+    ]);
+  }
+
+  const server = new Server(config, addon, logger, families);
+  server.start();
+  logger.info(`postwarden started; handing off to ${config.smtpdPassSocket}`);
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info(`stopping on ${signal}`);
+    void server.stop().then(() => {
+      logger.info("stopped");
+      process.exit(0);
+    });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+function check(options: CommonOptions): void {
+  const config = readConfig(options);
+  const lines = Object.entries(config).map(
+    ([name, value]) => `${name} = ${JSON.stringify(value)}`,
+  );
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+function fail(error: unknown): never {
+  if (error instanceof ConfigError) {
+    process.stderr.write(
+      "postwarden: fatal: invalid configuration:\n  " +
+        error.problems.join("\n  ") +
+        "\n",
+    );
+  } else if (error instanceof AddonLoadError) {
+    process.stderr.write(`postwarden: fatal: ${error.message}\n`);
+  } else {
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`postwarden: fatal: ${message}\n`);
+  }
+  process.exit(1);
+}
+
+const program = new Command()
+  .name("postwarden")
+  .description("Screens SMTP clients before handing them to Postfix smtpd");
+
+addCommonOptions(
+  program
+    .command("run")
+    .description("listen and screen clients until SIGTERM or SIGINT"),
+).action((options: CommonOptions) => run(options).catch(fail));
+
+addCommonOptions(
+  program
+    .command("check")
+    .description("validate the configuration and print the values in effect"),
+).action((options: CommonOptions) => {
+  try {
+    check(options);
+  } catch (error) {
+    fail(error);
+  }
+});
+
+await program.parseAsync();

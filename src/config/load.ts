@@ -1,0 +1,256 @@
+// Builds the typed configuration from defaults, a main.cf-style file and
+// command-line overrides, and validates every value. Any unknown name or
+// invalid value stops startup with the file, line, name and reason.
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { join } from "node:path";
+import {
+  expandValue,
+  formatOrigin,
+  parseMainCf,
+  type Origin,
+  type Setting,
+} from "./syntax.js";
+import {
+  PARAMETERS,
+  resolveParameter,
+  type ParameterSpec,
+} from "./parameters.js";
+import { parseTime } from "./time.js";
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export type GreetAction = "ignore" | "drop";
+
+export interface Config {
+  listen: ListenAddress[];
+  myhostname: string;
+  /** The greeting text after "220 " when postwarden completes a greeting. */
+  smtpdBanner: string;
+  /** The teaser text; empty turns the pregreet test off in teaser mode. */
+  greetBanner: string;
+  greetMode: "teaser" | "silent";
+  greetWaitMs: number;
+  greetAction: GreetAction;
+  queueDirectory: string;
+  /** Path of smtpd's pass socket. */
+  smtpdPassSocket: string;
+  /** Name of the pass service in log lines, such as "private/smtpd". */
+  smtpdServiceLabel: string;
+  postfixConfigDirectory: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join("\n"));
+  }
+}
+
+/** Reads the file and builds the configuration; see buildConfig. */
+export function loadConfig(
+  file: string,
+  overrides: Setting[] = [],
+  options: { missingFileIsEmpty?: boolean } = {},
+): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" && options.missingFileIsEmpty === true) {
+      text = "";
+    } else {
+      throw new ConfigError([
+        `cannot read configuration file ${file}: ${(error as Error).message}`,
+      ]);
+    }
+  }
+  let settings: Setting[];
+  try {
+    settings = parseMainCf(text, file);
+  } catch (error) {
+    throw new ConfigError([(error as Error).message]);
+  }
+  return buildConfig([...settings, ...overrides]);
+}
+
+interface RawValue {
+  value: string;
+  origin: Origin;
+  writtenName: string;
+}
+
+/** Builds and validates the configuration from settings in order. */
+export function buildConfig(settings: Setting[]): Config {
+  const problems: string[] = [];
+  const raw = new Map<string, RawValue>();
+
+  for (const setting of settings) {
+    const resolution = resolveParameter(setting.name);
+    if (resolution.spec === undefined) {
+      problems.push(
+        `${formatOrigin(setting.origin)}: ${setting.name}: ${resolution.error}`,
+      );
+      continue;
+    }
+    raw.set(resolution.spec.name, {
+      value: setting.value,
+      origin: setting.origin,
+      writtenName: setting.name,
+    });
+  }
+
+  const defaults = new Map(
+    PARAMETERS.map((spec) => [
+      spec.name,
+      typeof spec.default === "function" ? spec.default() : spec.default,
+    ]),
+  );
+  const lookup = (name: string): string | undefined =>
+    raw.get(name)?.value ?? defaults.get(name);
+
+  const values = new Map<string, string>();
+  const describe = (spec: ParameterSpec): string => {
+    const given = raw.get(spec.name);
+    const where = given ? formatOrigin(given.origin) : "default value";
+    return `${where}: ${given?.writtenName ?? spec.name}`;
+  };
+  for (const spec of PARAMETERS) {
+    try {
+      values.set(spec.name, expandValue(lookup(spec.name) ?? "", lookup));
+    } catch (error) {
+      problems.push(`${describe(spec)}: ${(error as Error).message}`);
+    }
+  }
+
+  const get = (name: string): string => values.get(name) ?? "";
+  const spec = (name: string): ParameterSpec => {
+    const found = PARAMETERS.find((candidate) => candidate.name === name);
+    if (found === undefined) throw new Error(`no parameter ${name}`);
+    return found;
+  };
+  const check = <T>(name: string, convert: (value: string) => T): T => {
+    try {
+      return convert(get(name));
+    } catch (error) {
+      problems.push(`${describe(spec(name))}: ${(error as Error).message}`);
+      return undefined as T;
+    }
+  };
+
+  const config: Config = {
+    listen: check("listen", parseListen),
+    myhostname: get("myhostname"),
+    smtpdBanner: get("smtpd_banner"),
+    greetBanner: get("greet_banner"),
+    greetMode: check("greet_mode", (value) =>
+      checkChoice(spec("greet_mode"), value),
+    ) as Config["greetMode"],
+    greetWaitMs: check("greet_wait", (value) =>
+      checkTime(spec("greet_wait"), value),
+    ),
+    greetAction: check("greet_action", (value) =>
+      checkChoice(spec("greet_action"), value),
+    ) as GreetAction,
+    queueDirectory: check("queue_directory", requireAbsolute),
+    smtpdPassSocket: "",
+    smtpdServiceLabel: "",
+    postfixConfigDirectory: check("postfix_config_directory", requireAbsolute),
+  };
+
+  const passSocket = get("smtpd_pass_socket");
+  if (passSocket !== "") {
+    config.smtpdPassSocket = check("smtpd_pass_socket", requireAbsolute);
+    config.smtpdServiceLabel = passSocket;
+  } else {
+    const service = check("smtpd_service_name", (value) => {
+      if (!/^[A-Za-z0-9_.-]+$/.test(value)) {
+        throw new Error(`invalid service name "${value}"`);
+      }
+      return value;
+    });
+    config.smtpdServiceLabel = `private/${service}`;
+    config.smtpdPassSocket = join(
+      config.queueDirectory ?? "",
+      "private",
+      service,
+    );
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+function checkChoice(spec: ParameterSpec, value: string): string {
+  if (spec.kind !== "choice") throw new Error(`${spec.name} is not a choice`);
+  const reason = spec.unsupported?.[value];
+  if (reason !== undefined) throw new Error(reason);
+  if (!spec.choices.includes(value)) {
+    throw new Error(
+      `invalid value "${value}": expected one of ${spec.choices.join(", ")}`,
+    );
+  }
+  return value;
+}
+
+function checkTime(spec: ParameterSpec, value: string): number {
+  if (spec.kind !== "time") throw new Error(`${spec.name} is not a time`);
+  const ms = parseTime(value, spec.unit);
+  if (ms < spec.minSeconds * 1000) {
+    throw new Error(
+      `invalid value "${value}": must be at least ${spec.minSeconds}s`,
+    );
+  }
+  return ms;
+}
+
+function requireAbsolute(value: string): string {
+  if (!value.startsWith("/")) {
+    throw new Error(`invalid path "${value}": must be absolute`);
+  }
+  return value;
+}
+
+/** Splits a Postfix list value: items separated by commas or white space. */
+export function splitList(value: string): string[] {
+  return value.split(/[\s,]+/).filter((item) => item !== "");
+}
+
+/**
+ * Parses listen addresses: "addr:port" for IPv4 and "[addr]:port" for
+ * IPv6; port 0 picks a free port. Host names are rejected, because resolving them would make startup
+ * depend on DNS.
+ */
+export function parseListen(value: string): ListenAddress[] {
+  const items = splitList(value);
+  if (items.length === 0) {
+    throw new Error(
+      'missing value: set at least one address, such as "listen = 0.0.0.0:25"',
+    );
+  }
+  return items.map((item) => {
+    const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(item);
+    const host = match?.[1] ?? match?.[2];
+    const version = host === undefined ? 0 : isIP(host);
+    const bracketed = match?.[1] !== undefined;
+    if (
+      match === null ||
+      host === undefined ||
+      version === 0 ||
+      (version === 6) !== bracketed
+    ) {
+      throw new Error(
+        `invalid listen address "${item}": use a numeric address and port, ` +
+          'such as "192.0.2.25:25" or "[2001:db8::25]:25"',
+      );
+    }
+    const port = Number(match[3]);
+    if (port > 65535) {
+      throw new Error(`invalid port in listen address "${item}"`);
+    }
+    return { host, port };
+  });
+}

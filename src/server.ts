@@ -1,0 +1,125 @@
+// The daemon: listeners, the sessions in progress, and a clean stop. It
+// accepts through the addon, starts a Session per connection, and on stop
+// closes the listeners, answers clients under test with 421, lets hand-offs
+// already in flight finish, and then closes what is left.
+import type { Config } from "./config/load.js";
+import type { Addon, ListenerError, NativeListener } from "./native.js";
+import { RateLimitedWarning, type Logger } from "./log/logger.js";
+import { formatEndpoint } from "./log/format.js";
+import type { AddressFamilies } from "./postfix/inet-protocols.js";
+import { Session } from "./screen/session.js";
+
+/** Listen backlog; the kernel caps it at net.core.somaxconn. */
+const LISTEN_BACKLOG = 65535;
+/** Connections accepted per readiness event, so accept never hogs the loop. */
+const ACCEPT_LIMIT = 32;
+/** Delay before accepting again after accept() itself failed. */
+const ACCEPT_RETRY_MS = 1000;
+/** Longest a stop waits for hand-offs in flight. */
+const STOP_TIMEOUT_MS = 5000;
+
+export class Server {
+  private readonly listeners: NativeListener[] = [];
+  private readonly sessions = new Set<Session>();
+  private readonly acceptWarning: RateLimitedWarning;
+  private stopping = false;
+
+  constructor(
+    private readonly config: Config,
+    private readonly addon: Addon,
+    private readonly logger: Logger,
+    private readonly families: AddressFamilies,
+  ) {
+    this.acceptWarning = new RateLimitedWarning(logger, 10_000);
+  }
+
+  /** Number of connections in progress (tests, replies, hand-offs). */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Binds every listen address; throws on the first that fails. */
+  start(): void {
+    try {
+      for (const { host, port } of this.config.listen) {
+        let listener: NativeListener | undefined = undefined;
+        const onError = (error: ListenerError): void => {
+          this.onAcceptError(error, listener);
+        };
+        listener = new this.addon.Listener(
+          host,
+          port,
+          LISTEN_BACKLOG,
+          ACCEPT_LIMIT,
+          (socket, clientAddress, clientPort, serverAddress, serverPort) => {
+            const session = new Session(
+              {
+                config: this.config,
+                addon: this.addon,
+                logger: this.logger,
+                families: this.families,
+                onEnded: (ended) => this.sessions.delete(ended),
+              },
+              socket,
+              { address: clientAddress, port: clientPort },
+              { address: serverAddress, port: serverPort },
+            );
+            this.sessions.add(session);
+            session.start();
+          },
+          onError,
+        );
+        this.listeners.push(listener);
+        const bound = listener.address();
+        this.logger.info(
+          `listening on ${formatEndpoint(bound.address, bound.port)}`,
+        );
+      }
+    } catch (error) {
+      this.closeListeners();
+      throw error;
+    }
+    for (const listener of this.listeners) listener.start();
+  }
+
+  private onAcceptError(
+    error: ListenerError,
+    listener: NativeListener | undefined,
+  ): void {
+    if (error.code === "EMFILE" || error.code === "ENFILE") {
+      this.acceptWarning.report(
+        `accept: ${error.message}; a connection was dropped. Raise the ` +
+          "open files limit (ulimit -n, LimitNOFILE) if this persists",
+      );
+    } else {
+      this.acceptWarning.report(`accept: ${error.message}`);
+    }
+    if (error.paused && listener !== undefined) {
+      setTimeout(() => {
+        if (!this.stopping) listener.start();
+      }, ACCEPT_RETRY_MS);
+    }
+  }
+
+  private closeListeners(): void {
+    for (const listener of this.listeners) listener.close();
+    this.listeners.length = 0;
+  }
+
+  /** Stops accepting and ends every session; resolves when done. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.closeListeners();
+    for (const session of [...this.sessions]) session.shutdown();
+
+    const deadline = Date.now() + STOP_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if ([...this.sessions].every((session) => session.settled)) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // Hand-offs that are sent stop waiting for smtpd now; anything else
+    // left after the deadline is closed.
+    for (const session of [...this.sessions]) session.shutdown();
+  }
+}

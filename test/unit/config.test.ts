@@ -1,0 +1,175 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  buildConfig,
+  ConfigError,
+  loadConfig,
+  parseListen,
+} from "../../src/config/load.js";
+import type { Setting } from "../../src/config/syntax.js";
+
+function settings(entries: Record<string, string>): Setting[] {
+  return Object.entries(entries).map(([name, value], index) => ({
+    name,
+    value,
+    origin: { file: "test.cf", line: index + 1 },
+  }));
+}
+
+function problemsOf(entries: Record<string, string>): string[] {
+  try {
+    buildConfig(settings(entries));
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.problems;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+test("config defaults mirror postscreen", () => {
+  const config = buildConfig(
+    settings({ listen: "127.0.0.1:25", myhostname: "mx.example.com" }),
+  );
+  assert.equal(config.greetWaitMs, 6000);
+  assert.equal(config.greetAction, "ignore");
+  assert.equal(config.greetMode, "teaser");
+  assert.equal(config.greetBanner, "mx.example.com ESMTP Postfix");
+  assert.equal(config.smtpdBanner, "mx.example.com ESMTP Postfix");
+  assert.equal(config.smtpdPassSocket, "/var/spool/postfix/private/smtpd");
+  assert.equal(config.smtpdServiceLabel, "private/smtpd");
+  assert.equal(config.postfixConfigDirectory, "/etc/postfix");
+});
+
+test("config default hostname needs no DNS", () => {
+  const config = buildConfig(settings({ listen: "127.0.0.1:25" }));
+  assert.ok(config.myhostname.includes("."), config.myhostname);
+});
+
+test("config accepts postscreen names", () => {
+  const config = buildConfig(
+    settings({
+      listen: "127.0.0.1:25",
+      postscreen_greet_wait: "${stress?{2}:{6}}s",
+      postscreen_greet_action: "drop",
+      postscreen_greet_banner: "$mail_name screening",
+    }),
+  );
+  assert.equal(config.greetWaitMs, 6000);
+  assert.equal(config.greetAction, "drop");
+  assert.equal(config.greetBanner, "Postfix screening");
+});
+
+test("config pass socket and service name", () => {
+  const byName = buildConfig(
+    settings({
+      listen: "127.0.0.1:25",
+      queue_directory: "/q",
+      smtpd_service_name: "pass1",
+    }),
+  );
+  assert.equal(byName.smtpdPassSocket, "/q/private/pass1");
+  assert.equal(byName.smtpdServiceLabel, "private/pass1");
+  const byPath = buildConfig(
+    settings({ listen: "127.0.0.1:25", smtpd_pass_socket: "/q/public/p" }),
+  );
+  assert.equal(byPath.smtpdPassSocket, "/q/public/p");
+  assert.equal(byPath.smtpdServiceLabel, "/q/public/p");
+});
+
+test("config empty banner keeps value", () => {
+  const config = buildConfig(
+    settings({ listen: "127.0.0.1:25", greet_banner: "" }),
+  );
+  assert.equal(config.greetBanner, "");
+});
+
+test("config rejects unknown parameter", () => {
+  const problems = problemsOf({ listen: "127.0.0.1:25", greet_wiat: "1s" });
+  assert.deepEqual(problems, ["test.cf:2: greet_wiat: unknown parameter"]);
+});
+
+test("config rejects unsupported postscreen parameter", () => {
+  const problems = problemsOf({
+    listen: "127.0.0.1:25",
+    postscreen_dnsbl_sites: "zen.example",
+  });
+  assert.equal(problems.length, 1);
+  assert.match(
+    problems[0] ?? "",
+    /^test\.cf:2: postscreen_dnsbl_sites: .*not supported/,
+  );
+});
+
+test("config rejects enforce until engine exists", () => {
+  const problems = problemsOf({
+    listen: "127.0.0.1:25",
+    postscreen_greet_action: "enforce",
+  });
+  assert.match(
+    problems[0] ?? "",
+    /^test\.cf:2: postscreen_greet_action: .*dummy SMTP engine/,
+  );
+});
+
+test("config rejects invalid values", () => {
+  const problems = problemsOf({
+    listen: "127.0.0.1:25",
+    greet_wait: "0s",
+    greet_mode: "loud",
+    queue_directory: "relative/dir",
+  });
+  assert.equal(problems.length, 3);
+  const find = (pattern: RegExp): string | undefined =>
+    problems.find((problem) => pattern.test(problem));
+  assert.ok(find(/^test\.cf:2: greet_wait: .*at least 1s/), "greet_wait");
+  assert.ok(find(/^test\.cf:3: greet_mode: .*teaser, silent/), "greet_mode");
+  assert.ok(
+    find(/^test\.cf:4: queue_directory: .*absolute/),
+    "queue_directory",
+  );
+});
+
+test("config requires listen", () => {
+  const problems = problemsOf({});
+  assert.match(problems[0] ?? "", /listen: missing value/);
+});
+
+test("listen addresses", () => {
+  assert.deepEqual(parseListen("127.0.0.1:25, [::1]:2525 0.0.0.0:0"), [
+    { host: "127.0.0.1", port: 25 },
+    { host: "::1", port: 2525 },
+    { host: "0.0.0.0", port: 0 },
+  ]);
+  for (const bad of [
+    "mx.example.com:25",
+    "::1:25",
+    "[127.0.0.1]:25",
+    "127.0.0.1",
+    "127.0.0.1:70000",
+  ]) {
+    assert.throws(() => parseListen(bad), /invalid/, bad);
+  }
+});
+
+test("config file with line numbers", () => {
+  const directory = mkdtempSync(join(tmpdir(), "postwarden-config-"));
+  const file = join(directory, "main.cf");
+  writeFileSync(file, "listen = 127.0.0.1:25\n\n# x\ngreet_action = maybe\n");
+  assert.throws(
+    () => loadConfig(file),
+    (error: unknown) =>
+      error instanceof ConfigError &&
+      error.problems[0] ===
+        `${file}:4: greet_action: invalid value "maybe": expected one of ignore, drop`,
+  );
+});
+
+test("config missing file", () => {
+  assert.throws(
+    () => loadConfig("/nonexistent/postwarden.cf"),
+    /cannot read configuration file/,
+  );
+});

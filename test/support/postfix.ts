@@ -111,6 +111,7 @@ export class PostfixInstance {
       throw new Error(
         `postfix ${command} failed for ${this.configDirectory}: ` +
           `${(error as Error).message}\nmaillog:\n${this.log()}`,
+        { cause: error },
       );
     }
   }

@@ -1,0 +1,132 @@
+// Runs the postwarden CLI as a child process for end-to-end tests and
+// collects its log lines from stderr.
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { packageRoot } from "../../src/native.js";
+
+export interface RunOptions {
+  /** Command-line arguments after "run". */
+  args: string[];
+  /** A shell prefix such as "ulimit -n 64;" run before exec. */
+  shellPrefix?: string;
+}
+
+export class PostwardenProcess {
+  readonly lines: string[] = [];
+  private exitCode: number | null | undefined = undefined;
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly child: ChildProcess) {
+    let partial = "";
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (chunk: string) => {
+      partial += chunk;
+      const parts = partial.split("\n");
+      partial = parts.pop() ?? "";
+      this.lines.push(...parts);
+      this.wake();
+    });
+    child.on("exit", (code) => {
+      this.exitCode = code;
+      this.wake();
+    });
+  }
+
+  static start(options: RunOptions): PostwardenProcess {
+    const cli = join(packageRoot(), "dist", "src", "cli.js");
+    const quoted = [cli, "run", ...options.args]
+      .map((arg) => `'${arg.replace(/'/g, "'\\''")}'`)
+      .join(" ");
+    const child = spawn(
+      "bash",
+      ["-c", `${options.shellPrefix ?? ""} exec node ${quoted}`],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
+    return new PostwardenProcess(child);
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get exited(): boolean {
+    return this.exitCode !== undefined;
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) waiter();
+  }
+
+  private async until<T>(
+    produce: () => T | undefined,
+    what: string,
+    timeoutMs: number,
+  ): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = produce();
+      if (value !== undefined) return value;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        throw new Error(
+          `timed out waiting for ${what}; postwarden log:\n${this.lines.join("\n")}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(remaining, 100));
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Waits for a log line matching `pattern`; returns the line. */
+  waitForLog(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+    return this.until(
+      () => this.lines.find((line) => pattern.test(line)),
+      String(pattern),
+      timeoutMs,
+    );
+  }
+
+  /** Lines matching `pattern`. */
+  grep(pattern: RegExp): string[] {
+    return this.lines.filter((line) => pattern.test(line));
+  }
+
+  /** Waits for the "listening on" line of the first listener; returns the port. */
+  async listeningPort(timeoutMs = 10_000): Promise<number> {
+    const line = await this.waitForLog(
+      /listening on \[[^\]]+\]:\d+/,
+      timeoutMs,
+    );
+    const match = /listening on \[[^\]]+\]:(\d+)/.exec(line);
+    return Number(match?.[1]);
+  }
+
+  /** Waits for the process to exit; returns its exit code. */
+  waitForExit(timeoutMs = 10_000): Promise<number | null> {
+    return this.until(
+      () => (this.exitCode === undefined ? undefined : { code: this.exitCode }),
+      "exit",
+      timeoutMs,
+    ).then((result) => result.code);
+  }
+
+  /** Sends SIGTERM and waits for the exit code. */
+  async stop(timeoutMs = 10_000): Promise<number | null> {
+    if (this.exitCode === undefined) this.child.kill("SIGTERM");
+    try {
+      return await this.waitForExit(timeoutMs);
+    } catch (error) {
+      this.child.kill("SIGKILL");
+      throw error;
+    }
+  }
+}

@@ -69,6 +69,9 @@ Napi::Value Socket::Watch(const Napi::CallbackInfo& info) {
   if (events == 0) {
     throw Napi::TypeError::New(env, "watch: events must be 1, 2 or 3");
   }
+  if (!info[1].IsFunction()) {
+    throw Napi::TypeError::New(env, "watch: callback must be a function");
+  }
   if (poll_ == nullptr) {
     poll_ = new uv_poll_t;
     int rc = uv_poll_init_socket(GetAddonData(env)->loop, poll_, fd_);
@@ -113,7 +116,11 @@ void Socket::ClosePollHandle() {
 
 void Socket::OnPoll(uv_poll_t* handle, int status, int events) {
   auto* self = static_cast<Socket*>(handle->data);
-  if (self == nullptr || !self->watching_) return;
+  if (self == nullptr || !self->watching_) {
+    // No callback is pending: a level-triggered poll must not stay active.
+    uv_poll_stop(handle);
+    return;
+  }
   uv_poll_stop(handle);
 
   Napi::Env env = self->Env();

@@ -36,6 +36,8 @@ async function main(): Promise<boolean> {
       "drop",
       "-o",
       "myhostname=mx.demo.example",
+      "-o",
+      "access_list=",
     ],
   });
   const outcome = { delivered: false, refused: false };

@@ -8,6 +8,9 @@ import { RateLimitedWarning, type Logger } from "./log/logger.js";
 import { formatEndpoint } from "./log/format.js";
 import type { AddressFamilies } from "./postfix/inet-protocols.js";
 import { Session } from "./screen/session.js";
+import { DnsClient } from "./dnsbl/resolver.js";
+import { DnsblHealth } from "./dnsbl/health.js";
+import { DnsblChecker } from "./dnsbl/checker.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -22,6 +25,8 @@ export class Server {
   private readonly listeners: NativeListener[] = [];
   private readonly sessions = new Set<Session>();
   private readonly acceptWarning: RateLimitedWarning;
+  private readonly dnsbl: DnsblChecker | undefined;
+  private readonly dnsblHealth: DnsblHealth | undefined;
   private stopping = false;
 
   constructor(
@@ -31,7 +36,26 @@ export class Server {
     private readonly families: AddressFamilies,
   ) {
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
+    const { lists, timeoutMs, healthCheckIntervalMs } = config.dnsbl;
+    if (lists.length > 0) {
+      const client = new DnsClient(config.dnsServers, timeoutMs);
+      this.dnsblHealth = new DnsblHealth(
+        lists,
+        client,
+        logger,
+        healthCheckIntervalMs,
+      );
+      this.dnsbl = new DnsblChecker(
+        { ...config.dnsbl, lists },
+        client,
+        logger,
+        this.dnsblHealth,
+      );
+    }
   }
+
+  /** Completes when the first DNS list health checks have run. */
+  dnsblHealthChecked: Promise<void> = Promise.resolve();
 
   /** Number of connections in progress (tests, replies, hand-offs). */
   get sessionCount(): number {
@@ -58,6 +82,7 @@ export class Server {
                 addon: this.addon,
                 logger: this.logger,
                 families: this.families,
+                dnsbl: this.dnsbl,
                 onEnded: (ended) => this.sessions.delete(ended),
               },
               socket,
@@ -80,6 +105,11 @@ export class Server {
       throw error;
     }
     for (const listener of this.listeners) listener.start();
+    // Lists count as healthy until a check says otherwise, so a slow or
+    // dead list does not delay startup.
+    if (this.dnsblHealth !== undefined) {
+      this.dnsblHealthChecked = this.dnsblHealth.start();
+    }
   }
 
   private onAcceptError(
@@ -110,6 +140,7 @@ export class Server {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.dnsblHealth?.stop();
     this.closeListeners();
     for (const session of [...this.sessions]) session.shutdown();
 

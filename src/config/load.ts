@@ -17,6 +17,15 @@ import {
   type ParameterSpec,
 } from "./parameters.js";
 import { parseTime } from "./time.js";
+import { AccessList, InterfaceList } from "../access/access-list.js";
+import { parseNetworkList } from "../access/network.js";
+import { parseSites } from "../dnsbl/sites.js";
+import { loadReplyMap } from "../dnsbl/reply-map.js";
+import {
+  buildLists,
+  parseErrorAnswers,
+  type DnsblList,
+} from "../dnsbl/lists.js";
 
 export interface ListenAddress {
   host: string;
@@ -24,6 +33,20 @@ export interface ListenAddress {
 }
 
 export type GreetAction = "ignore" | "drop";
+export type TestAction = "ignore" | "drop";
+
+export interface DnsblConfig {
+  /** One entry per query domain; empty when no lists are configured. */
+  lists: DnsblList[];
+  threshold: number;
+  /** Negative to enable; 0 means off. */
+  allowlistThreshold: number;
+  action: TestAction;
+  timeoutMs: number;
+  minTtlSeconds: number;
+  maxTtlSeconds: number;
+  healthCheckIntervalMs: number;
+}
 
 export interface Config {
   listen: ListenAddress[];
@@ -32,9 +55,18 @@ export interface Config {
   smtpdBanner: string;
   /** The teaser text; empty turns the pregreet test off in teaser mode. */
   greetBanner: string;
-  greetMode: "teaser" | "silent";
+  greetMode: "teaser" | "silent" | "stutter";
   greetWaitMs: number;
+  greetStutterDelayMs: number;
   greetAction: GreetAction;
+  dnsbl: DnsblConfig;
+  /** Resolver addresses ("addr", "addr:port", "[v6]:port"); empty = system. */
+  dnsServers: string[];
+  accessList: AccessList;
+  denylistAction: TestAction;
+  allowlistInterfaces: InterfaceList;
+  /** ALLOWLISTED/DENYLISTED (yes) or WHITELISTED/BLACKLISTED (no). */
+  respectfulLogging: boolean;
   queueDirectory: string;
   /** Path of smtpd's pass socket. */
   smtpdPassSocket: string;
@@ -152,9 +184,49 @@ export function buildConfig(settings: Setting[]): Config {
     greetWaitMs: check("greet_wait", (value) =>
       checkTime(spec("greet_wait"), value),
     ),
+    greetStutterDelayMs: check("greet_stutter_delay", (value) =>
+      checkTime(spec("greet_stutter_delay"), value),
+    ),
     greetAction: check("greet_action", (value) =>
       checkChoice(spec("greet_action"), value),
     ) as GreetAction,
+    dnsbl: {
+      lists: [],
+      threshold: check("dnsbl_threshold", (value) =>
+        checkInteger(spec("dnsbl_threshold"), value),
+      ),
+      allowlistThreshold: check("dnsbl_allowlist_threshold", (value) =>
+        checkInteger(spec("dnsbl_allowlist_threshold"), value),
+      ),
+      action: check("dnsbl_action", (value) =>
+        checkChoice(spec("dnsbl_action"), value),
+      ) as TestAction,
+      timeoutMs: check("dnsbl_timeout", (value) =>
+        checkTime(spec("dnsbl_timeout"), value),
+      ),
+      minTtlSeconds:
+        check("dnsbl_min_ttl", (value) =>
+          checkTime(spec("dnsbl_min_ttl"), value),
+        ) / 1000,
+      maxTtlSeconds:
+        check("dnsbl_max_ttl", (value) =>
+          checkTime(spec("dnsbl_max_ttl"), value),
+        ) / 1000,
+      healthCheckIntervalMs: check("dnsbl_health_check_interval", (value) =>
+        checkTime(spec("dnsbl_health_check_interval"), value),
+      ),
+    },
+    dnsServers: check("dns_servers", parseDnsServers),
+    accessList: check("access_list", (value) =>
+      AccessList.parse(splitList(value), parseNetworkList(get("mynetworks"))),
+    ),
+    denylistAction: check("denylist_action", (value) =>
+      checkChoice(spec("denylist_action"), value),
+    ) as TestAction,
+    allowlistInterfaces: check("allowlist_interfaces", (value) =>
+      InterfaceList.parse(splitList(value)),
+    ),
+    respectfulLogging: check("respectful_logging", parseBoolean),
     queueDirectory: check("queue_directory", requireAbsolute),
     smtpdPassSocket: "",
     smtpdServiceLabel: "",
@@ -180,6 +252,26 @@ export function buildConfig(settings: Setting[]): Config {
     );
   }
 
+  check("mynetworks", parseNetworkList);
+  const sites = check("dnsbl_sites", (value) => parseSites(splitList(value)));
+  const replyMap = check("dnsbl_reply_map", loadReplyMap);
+  const errorRules = check("dnsbl_error_answers", (value) =>
+    parseErrorAnswers(splitList(value)),
+  );
+  if (
+    sites !== undefined &&
+    replyMap !== undefined &&
+    errorRules !== undefined
+  ) {
+    config.dnsbl.lists = buildLists(sites, replyMap, errorRules);
+  }
+  const { minTtlSeconds, maxTtlSeconds } = config.dnsbl;
+  if (minTtlSeconds > maxTtlSeconds) {
+    problems.push(
+      `${describe(spec("dnsbl_min_ttl"))}: must not exceed dnsbl_max_ttl`,
+    );
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }
@@ -194,6 +286,51 @@ function checkChoice(spec: ParameterSpec, value: string): string {
     );
   }
   return value;
+}
+
+function checkInteger(spec: ParameterSpec, value: string): number {
+  if (spec.kind !== "integer")
+    throw new Error(`${spec.name} is not an integer`);
+  if (!/^[+-]?\d+$/.test(value.trim())) {
+    throw new Error(`invalid value "${value}": expected a whole number`);
+  }
+  const number = Number(value);
+  if (spec.min !== undefined && number < spec.min) {
+    throw new Error(`invalid value "${value}": must be at least ${spec.min}`);
+  }
+  if (spec.max !== undefined && number > spec.max) {
+    throw new Error(`invalid value "${value}": must be at most ${spec.max}`);
+  }
+  return number;
+}
+
+function parseBoolean(value: string): boolean {
+  const lower = value.trim().toLowerCase();
+  if (lower === "yes" || lower === "true") return true;
+  if (lower === "no" || lower === "false") return false;
+  throw new Error(`invalid value "${value}": expected yes or no`);
+}
+
+/** Parses dns_servers: "addr", "addr:port", "[v6addr]" or "[v6addr]:port". */
+export function parseDnsServers(value: string): string[] {
+  return splitList(value).map((item) => {
+    const match = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d+))?$/.exec(item);
+    const plainV6 = isIP(item) === 6 ? item : undefined;
+    const host = plainV6 ?? match?.[1] ?? match?.[2];
+    const port = plainV6 === undefined ? match?.[3] : undefined;
+    if (
+      host === undefined ||
+      isIP(host) === 0 ||
+      (port !== undefined && (Number(port) < 1 || Number(port) > 65535))
+    ) {
+      throw new Error(
+        `invalid DNS server "${item}": use a numeric address with an ` +
+          'optional port, such as "127.0.0.1:5353" or "[::1]:53"',
+      );
+    }
+    const bracketed = isIP(host) === 6 ? `[${host}]` : host;
+    return port === undefined ? host : `${bracketed}:${port}`;
+  });
 }
 
 function checkTime(spec: ParameterSpec, value: string): number {

@@ -5,30 +5,40 @@
 import { hostname } from "node:os";
 import type { TimeUnit } from "./time.js";
 
-export type ParameterSpec =
-  | {
-      name: string;
-      kind: "string" | "list";
-      default: string | (() => string);
-      postscreen?: boolean;
-    }
-  | {
-      name: string;
-      kind: "time";
-      default: string;
-      unit: TimeUnit;
-      minSeconds: number;
-      postscreen?: boolean;
-    }
-  | {
-      name: string;
-      kind: "choice";
-      default: string;
-      choices: readonly string[];
-      /** Values that are known but rejected for now, with the reason. */
-      unsupported?: Readonly<Record<string, string>>;
-      postscreen?: boolean;
-    };
+interface Common {
+  name: string;
+  /** Also accepted as postscreen_<name>. */
+  postscreen?: boolean;
+  /** Other accepted names, such as postscreen's names before 3.6. */
+  aliases?: readonly string[];
+}
+
+export type ParameterSpec = Common &
+  (
+    | {
+        kind: "string" | "list" | "boolean";
+        default: string | (() => string);
+      }
+    | {
+        kind: "integer";
+        default: string;
+        min?: number;
+        max?: number;
+      }
+    | {
+        kind: "time";
+        default: string;
+        unit: TimeUnit;
+        minSeconds: number;
+      }
+    | {
+        kind: "choice";
+        default: string;
+        choices: readonly string[];
+        /** Values that are known but rejected for now, with the reason. */
+        unsupported?: Readonly<Record<string, string>>;
+      }
+  );
 
 /**
  * Postfix's myhostname default: the host name from gethostname(), with
@@ -63,7 +73,14 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     name: "greet_mode",
     kind: "choice",
     default: "teaser",
-    choices: ["teaser", "silent"],
+    choices: ["teaser", "silent", "stutter"],
+  },
+  {
+    name: "greet_stutter_delay",
+    kind: "time",
+    default: "1s",
+    unit: "s",
+    minSeconds: 0,
   },
   {
     name: "greet_wait",
@@ -81,6 +98,93 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     unsupported: { enforce: ENFORCE_NEEDS_ENGINE },
     postscreen: true,
   },
+  { name: "dnsbl_sites", kind: "list", default: "", postscreen: true },
+  {
+    name: "dnsbl_threshold",
+    kind: "integer",
+    default: "1",
+    min: 1,
+    postscreen: true,
+  },
+  {
+    name: "dnsbl_allowlist_threshold",
+    kind: "integer",
+    default: "0",
+    max: 0,
+    postscreen: true,
+    aliases: ["postscreen_dnsbl_whitelist_threshold"],
+  },
+  {
+    name: "dnsbl_action",
+    kind: "choice",
+    default: "ignore",
+    choices: ["ignore", "drop"],
+    unsupported: { enforce: ENFORCE_NEEDS_ENGINE },
+    postscreen: true,
+  },
+  {
+    name: "dnsbl_timeout",
+    kind: "time",
+    default: "10s",
+    unit: "s",
+    minSeconds: 1,
+    postscreen: true,
+  },
+  {
+    name: "dnsbl_min_ttl",
+    kind: "time",
+    default: "60s",
+    unit: "s",
+    minSeconds: 1,
+    postscreen: true,
+  },
+  {
+    name: "dnsbl_max_ttl",
+    kind: "time",
+    default: "1h",
+    unit: "s",
+    minSeconds: 1,
+    postscreen: true,
+    aliases: ["postscreen_dnsbl_ttl"],
+  },
+  { name: "dnsbl_reply_map", kind: "string", default: "", postscreen: true },
+  {
+    name: "dnsbl_error_answers",
+    kind: "list",
+    default: "127.255.255.0/24 127.0.0.1 127.0.0.255",
+  },
+  {
+    name: "dnsbl_health_check_interval",
+    kind: "time",
+    default: "5m",
+    unit: "s",
+    minSeconds: 1,
+  },
+  { name: "dns_servers", kind: "list", default: "" },
+  {
+    name: "access_list",
+    kind: "list",
+    default: "permit_mynetworks",
+    postscreen: true,
+  },
+  { name: "mynetworks", kind: "list", default: "127.0.0.0/8 [::1]/128" },
+  {
+    name: "denylist_action",
+    kind: "choice",
+    default: "ignore",
+    choices: ["ignore", "drop"],
+    unsupported: { enforce: ENFORCE_NEEDS_ENGINE },
+    postscreen: true,
+    aliases: ["postscreen_blacklist_action"],
+  },
+  {
+    name: "allowlist_interfaces",
+    kind: "list",
+    default: "static:all",
+    postscreen: true,
+    aliases: ["postscreen_whitelist_interfaces"],
+  },
+  { name: "respectful_logging", kind: "boolean", default: "yes" },
   { name: "queue_directory", kind: "string", default: "/var/spool/postfix" },
   { name: "smtpd_service_name", kind: "string", default: "smtpd" },
   { name: "smtpd_pass_socket", kind: "string", default: "" },
@@ -91,7 +195,11 @@ export const PARAMETERS: readonly ParameterSpec[] = [
   },
 ];
 
-const BY_NAME = new Map(PARAMETERS.map((spec) => [spec.name, spec]));
+const BY_NAME = new Map<string, ParameterSpec>();
+for (const spec of PARAMETERS) {
+  BY_NAME.set(spec.name, spec);
+  for (const alias of spec.aliases ?? []) BY_NAME.set(alias, spec);
+}
 
 export type Resolution =
   { spec: ParameterSpec } | { error: string; spec?: undefined };

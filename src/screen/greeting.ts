@@ -1,10 +1,12 @@
-// The pregreet test. In teaser mode it sends the first line of a multi-line
-// greeting ("220-" + greet_banner) and waits greet_wait; in silent mode
-// (Sendmail's greet_pause) it sends nothing and waits. A client that sends
-// anything before the final "220 " line, which smtpd sends after the
-// hand-off, fails. Bytes are peeked, never consumed, so smtpd still reads
-// them when the action is ignore. It does not send the final greeting, run
-// other tests or decide what happens to the client.
+// The pregreet test's client side. In teaser mode it sends the first line
+// of a multi-line greeting ("220-" + greet_banner); in stutter mode
+// (OpenBSD spamd's stuttering) it sends that line a word at a time with
+// greet_stutter_delay between words, all within greet_wait; in silent mode
+// (Sendmail's greet_pause) it sends nothing. A client that sends anything
+// before the final "220 " line, which smtpd sends after the hand-off, is
+// reported at once. Bytes are peeked, never consumed, so smtpd still
+// reads them when the action is ignore. The wait itself, and what happens
+// to the client, belong to the session.
 import type { Config } from "../config/load.js";
 import { READABLE, type NativeSocket } from "../native.js";
 import type { Logger } from "../log/logger.js";
@@ -13,20 +15,19 @@ import { escapeForLog, formatDelay } from "../log/format.js";
 /** Bytes peeked to detect and log a pregreet, as postscreen reads. */
 const PEEK_SIZE = 1024;
 
-export type GreetingOutcome =
-  /** The client waited for its turn. */
-  | "passed"
-  /** The client spoke first and the action is ignore. */
-  | "failed"
-  /** The client spoke first and the action is drop. */
-  | "drop"
-  /** The client closed or reset the connection during the wait. */
-  | "hangup";
+export interface GreetingEvents {
+  /** The client spoke before its turn (logged already). */
+  onPregreet(): void;
+  /** The client closed or reset the connection. */
+  onHangup(): void;
+}
 
 export class GreetingTest {
-  private timer: NodeJS.Timeout | undefined;
+  private watching = false;
+  private stutterTimer: NodeJS.Timeout | undefined;
+  private pendingPieces: string[] = [];
+  private stopped = false;
   private spoke = false;
-  private done = false;
 
   constructor(
     private readonly socket: NativeSocket,
@@ -34,7 +35,7 @@ export class GreetingTest {
     private readonly logger: Logger,
     private readonly clientLabel: string,
     private readonly elapsedSeconds: () => number,
-    private readonly onDone: (outcome: GreetingOutcome) => void,
+    private readonly events: GreetingEvents,
   ) {}
 
   /** Whether the test runs at all: an empty teaser banner turns it off. */
@@ -42,48 +43,94 @@ export class GreetingTest {
     return config.greetMode === "silent" || config.greetBanner !== "";
   }
 
-  /** Whether a "220-" line was sent; a reply must then finish the greeting. */
-  get teaserSent(): boolean {
-    return this.config.greetMode === "teaser";
+  /** Whether a "220-" line is (being) sent; a reply must then finish it. */
+  get sendsTeaser(): boolean {
+    return this.config.greetMode !== "silent";
+  }
+
+  /** True when the client sent bytes before its turn. */
+  get pregreeted(): boolean {
+    return this.spoke;
   }
 
   start(): void {
+    const teaser = `220-${this.config.greetBanner}`;
     if (this.config.greetMode === "teaser") {
-      const teaser = Buffer.from(`220-${this.config.greetBanner}\r\n`);
-      try {
-        this.socket.write(teaser);
-      } catch {
-        this.conclude("hangup");
-        return;
-      }
+      this.send(teaser + "\r\n");
+    } else if (this.config.greetMode === "stutter") {
+      const words = teaser.split(" ");
+      this.pendingPieces = [
+        ...words.map((word, index) => (index === 0 ? word : " " + word)),
+        "\r\n",
+      ];
+      // Every piece after the first waits one delay, and the whole line
+      // must end within the greet wait.
+      const delay = Math.min(
+        this.config.greetStutterDelayMs,
+        Math.floor(this.config.greetWaitMs / this.pendingPieces.length),
+      );
+      this.sendNextPiece(delay);
     }
-    this.timer = setTimeout(() => this.onWaitOver(), this.config.greetWaitMs);
     this.watch();
   }
 
-  /** Stops the test without an outcome (shutdown). */
-  cancel(): void {
-    this.done = true;
-    clearTimeout(this.timer);
-    this.socket.unwatch();
+  /** Stops sending and watching; pending client bytes stay unread. */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.stutterTimer);
+    if (this.watching) {
+      this.watching = false;
+      this.socket.unwatch();
+    }
+  }
+
+  /**
+   * Ends a stuttered line that is still being sent, so that a reply that
+   * follows starts on a line of its own.
+   */
+  finishLine(): void {
+    clearTimeout(this.stutterTimer);
+    if (this.pendingPieces.length > 0) {
+      this.pendingPieces = [];
+      this.send("\r\n");
+    }
+  }
+
+  private sendNextPiece(delay: number): void {
+    const piece = this.pendingPieces.shift();
+    if (piece === undefined || this.stopped) return;
+    this.send(piece);
+    if (this.pendingPieces.length > 0) {
+      this.stutterTimer = setTimeout(() => this.sendNextPiece(delay), delay);
+    }
+  }
+
+  private send(text: string): void {
+    try {
+      this.socket.write(Buffer.from(text, "latin1"));
+    } catch {
+      // The client is gone; the watch reports the hangup.
+    }
   }
 
   private watch(): void {
+    this.watching = true;
     this.socket.watch(READABLE, (status) => this.onReadable(status));
   }
 
   private onReadable(status: number): void {
-    if (this.done) return;
+    this.watching = false;
+    if (this.stopped) return;
     // A reset may arrive with data still peekable: the client is gone.
     if (status < 0) {
-      this.conclude("hangup");
+      this.events.onHangup();
       return;
     }
     let data: Buffer | null;
     try {
       data = this.socket.peek(PEEK_SIZE);
     } catch {
-      this.conclude("hangup");
+      this.events.onHangup();
       return;
     }
     if (data === null) {
@@ -91,7 +138,7 @@ export class GreetingTest {
       return;
     }
     if (data.length === 0) {
-      this.conclude("hangup");
+      this.events.onHangup();
       return;
     }
 
@@ -100,22 +147,7 @@ export class GreetingTest {
       `PREGREET ${data.length} after ${formatDelay(this.elapsedSeconds())} ` +
         `from ${this.clientLabel}: ${escapeForLog(data)}`,
     );
-    if (this.config.greetAction === "drop") {
-      this.conclude("drop");
-    }
-    // With ignore, the wait goes on (later tests run during it) but the
-    // socket is no longer watched: the pending bytes stay for smtpd.
-  }
-
-  private onWaitOver(): void {
-    this.conclude(this.spoke ? "failed" : "passed");
-  }
-
-  private conclude(outcome: GreetingOutcome): void {
-    if (this.done) return;
-    this.done = true;
-    clearTimeout(this.timer);
-    this.socket.unwatch();
-    this.onDone(outcome);
+    // The socket is no longer watched: the pending bytes stay for smtpd.
+    this.events.onPregreet();
   }
 }

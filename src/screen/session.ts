@@ -1,8 +1,10 @@
-// One client connection from accept to its end: logs CONNECT, runs the
-// pregreet test, then either hands the descriptor to smtpd or replies and
-// closes. The session owns the client socket until the hand-off has sent
-// it; after that the Handoff closes our copy. Replies are short lines
-// written without blocking; a rejected client's pending input is discarded
+// One client connection from accept to its end, in postscreen's order:
+// log CONNECT; the permanent access list (permit hands off at once, reject
+// is denylisted); the allowlist-interface veto; then the early tests, the
+// pregreet test and the DNS lists, in parallel during greet_wait; then the
+// verdict: hand the descriptor to smtpd, or reply and close. The session
+// owns the client socket until the hand-off has sent it; after that the
+// Handoff closes our copy. A rejected client's pending input is discarded
 // before close(), so the reply is not lost to a TCP reset.
 import type { Config } from "../config/load.js";
 import type { Addon, NativeSocket } from "../native.js";
@@ -12,12 +14,20 @@ import { formatDelay, formatEndpoint } from "../log/format.js";
 import type { AddressFamilies } from "../postfix/inet-protocols.js";
 import { encodeAttributes } from "../handoff/attributes.js";
 import { Handoff, type PassFailure } from "../handoff/pass.js";
-import { GreetingTest, type GreetingOutcome } from "./greeting.js";
+import type { DnsblChecker, DnsblQuery } from "../dnsbl/checker.js";
+import { GreetingTest } from "./greeting.js";
 
 export const REPLY_PROTOCOL_ERROR_DROP = "521 5.5.1 Protocol error\r\n";
+export const REPLY_DENYLIST_DROP =
+  "521 5.3.2 Service currently unavailable\r\n";
 export const REPLY_PORTS_BUSY = "421 4.3.2 All server ports are busy\r\n";
 export const REPLY_NO_RESOURCES = "421 4.3.2 No system resources\r\n";
 export const REPLY_UNAVAILABLE = "421 4.3.2 Service currently unavailable\r\n";
+
+/** The reply to a client whose DNS list score reached the threshold. */
+export function dnsblDropReply(address: string, listName: string): string {
+  return `521 5.7.1 Service unavailable; client [${address}] blocked using ${listName}\r\n`;
+}
 
 /** Time a client has to send its first command after a completed greeting. */
 const FIRST_COMMAND_TIMEOUT_MS = 10_000;
@@ -28,6 +38,7 @@ export interface SessionContext {
   addon: Addon;
   logger: Logger;
   families: AddressFamilies;
+  dnsbl: DnsblChecker | undefined;
   /** Called once, when the session no longer owns the client socket. */
   onEnded(session: Session): void;
 }
@@ -44,9 +55,15 @@ export class Session {
   private readonly clientLabel: string;
   private phase: Phase = "testing";
   private greeting: GreetingTest | undefined;
+  private dnsblQuery: DnsblQuery | undefined;
   private handoff: Handoff | undefined;
   private teaserSent = false;
   private timer: NodeJS.Timeout | undefined;
+  /** A test failed with action ignore: hand off, but not as a pass. */
+  private failedIgnored = false;
+  /** The client connected to a server address outside allowlist_interfaces. */
+  private vetoed = false;
+  private allowlistedByDns = false;
 
   constructor(
     private readonly context: SessionContext,
@@ -75,20 +92,30 @@ export class Session {
       return;
     }
 
-    if (!GreetingTest.isEnabled(config)) {
+    const words = config.respectfulLogging
+      ? { allow: "ALLOW", deny: "DENY" }
+      : { allow: "WHITE", deny: "BLACK" };
+    const access = config.accessList.evaluate(this.client.address);
+    if (access === "permit") {
+      logger.info(`${words.allow}LISTED ${this.clientLabel}`);
       this.passToSmtpd();
       return;
     }
-    this.greeting = new GreetingTest(
-      this.socket,
-      config,
-      logger,
-      this.clientLabel,
-      () => this.elapsedSeconds(),
-      (outcome) => this.onGreetingDone(outcome),
-    );
-    this.teaserSent = this.greeting.teaserSent;
-    this.greeting.start();
+    if (access === "reject") {
+      logger.info(`${words.deny}LISTED ${this.clientLabel}`);
+      if (config.denylistAction === "drop") {
+        this.closeWithReply(REPLY_DENYLIST_DROP);
+        return;
+      }
+      this.failedIgnored = true;
+    }
+
+    if (!config.allowlistInterfaces.allows(this.server.address)) {
+      logger.info(`${words.allow}LIST VETO ${this.clientLabel}`);
+      this.vetoed = true;
+    }
+
+    this.startEarlyTests();
   }
 
   /**
@@ -98,7 +125,7 @@ export class Session {
    */
   shutdown(): void {
     if (this.phase === "testing" || this.phase === "replying") {
-      this.greeting?.cancel();
+      this.stopEarlyTests();
       this.closeWithReply(REPLY_UNAVAILABLE);
     } else if (this.phase === "passing" && this.handoff?.sent === true) {
       this.handoff.finishNow();
@@ -117,27 +144,122 @@ export class Session {
     return (performance.now() - this.startedAt) / 1000;
   }
 
-  private onGreetingDone(outcome: GreetingOutcome): void {
-    switch (outcome) {
-      case "passed":
-        this.context.logger.info(`PASS NEW ${this.clientLabel}`);
-        this.passToSmtpd();
-        return;
-      case "failed":
-        // Action ignore: logged already; hand off, and test again next time.
-        this.passToSmtpd();
-        return;
-      case "drop":
-        this.closeWithReply(REPLY_PROTOCOL_ERROR_DROP);
-        return;
-      case "hangup":
-        this.context.logger.info(
-          `HANGUP after ${formatDelay(this.elapsedSeconds())} from ` +
-            `${this.clientLabel} in tests before SMTP handshake`,
-        );
-        this.closeWithReply(undefined);
-        return;
+  private startEarlyTests(): void {
+    const { config, logger, dnsbl } = this.context;
+    const greetingEnabled = GreetingTest.isEnabled(config);
+    const dnsblEnabled = dnsbl?.enabled === true;
+    if (!greetingEnabled && !dnsblEnabled) {
+      this.conclude();
+      return;
     }
+
+    if (dnsblEnabled) {
+      this.dnsblQuery = dnsbl.start(this.client.address);
+      this.dnsblQuery.onComplete(() => this.onDnsblComplete());
+    }
+    if (greetingEnabled) {
+      this.greeting = new GreetingTest(
+        this.socket,
+        config,
+        logger,
+        this.clientLabel,
+        () => this.elapsedSeconds(),
+        {
+          onPregreet: () => this.onPregreet(),
+          onHangup: () => this.onHangup(),
+        },
+      );
+      this.teaserSent = this.greeting.sendsTeaser;
+      this.greeting.start();
+    }
+    this.timer = setTimeout(() => this.endEarlyTests(), config.greetWaitMs);
+  }
+
+  private stopEarlyTests(): void {
+    clearTimeout(this.timer);
+    this.greeting?.stop();
+    this.dnsblQuery?.cancel();
+  }
+
+  private onPregreet(): void {
+    if (this.phase !== "testing") return;
+    if (this.context.config.greetAction === "drop") {
+      this.stopEarlyTests();
+      this.greeting?.finishLine();
+      this.closeWithReply(REPLY_PROTOCOL_ERROR_DROP);
+    }
+    // With ignore, the wait goes on so that the DNS lists can answer.
+  }
+
+  private onHangup(): void {
+    if (this.phase !== "testing") return;
+    this.stopEarlyTests();
+    this.context.logger.info(
+      `HANGUP after ${formatDelay(this.elapsedSeconds())} from ` +
+        `${this.clientLabel} in tests before SMTP handshake`,
+    );
+    this.closeWithReply(undefined);
+  }
+
+  private onDnsblComplete(): void {
+    if (this.phase !== "testing") return;
+    const threshold = this.context.config.dnsbl.allowlistThreshold;
+    const score = this.dnsblQuery?.current().score ?? 0;
+    if (threshold < 0 && score <= threshold) {
+      // An allowlist score skips the other tests: hand off at once.
+      this.allowlistedByDns = true;
+      this.endEarlyTests();
+    } else if (this.greeting === undefined) {
+      this.endEarlyTests();
+    }
+  }
+
+  /** Collects the early test results at the end of greet_wait. */
+  private endEarlyTests(): void {
+    if (this.phase !== "testing") return;
+    this.stopEarlyTests();
+    const { config, logger } = this.context;
+
+    let passed = true;
+    if (this.greeting?.pregreeted === true) {
+      // Action ignore (drop ended the session already): test again later.
+      this.failedIgnored = true;
+      passed = false;
+    }
+
+    if (this.dnsblQuery !== undefined) {
+      const result = this.dnsblQuery.current();
+      if (result.score >= config.dnsbl.threshold) {
+        logger.info(`DNSBL rank ${result.score} for ${this.clientLabel}`);
+        if (config.dnsbl.action === "drop") {
+          this.greeting?.finishLine();
+          this.closeWithReply(
+            dnsblDropReply(this.client.address, result.listName ?? "unknown"),
+          );
+          return;
+        }
+        this.failedIgnored = true;
+        passed = false;
+      } else if (!result.complete && !this.allowlistedByDns) {
+        // A failed lookup is not a pass: the list is asked again next time.
+        passed = false;
+      }
+    }
+
+    if (passed && !this.failedIgnored && !this.vetoed) {
+      logger.info(`PASS NEW ${this.clientLabel}`);
+    }
+    this.conclude();
+  }
+
+  private conclude(): void {
+    this.greeting?.finishLine();
+    if (this.vetoed) {
+      // postscreen passes no client that came in on a backup MX address.
+      this.answerAfterGreeting(REPLY_UNAVAILABLE, REPLY_UNAVAILABLE);
+      return;
+    }
+    this.passToSmtpd();
   }
 
   private passToSmtpd(): void {
@@ -156,7 +278,7 @@ export class Session {
         `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
           (error as Error).message,
       );
-      this.answerHandoffFailure(REPLY_NO_RESOURCES);
+      this.answerAfterGreeting(REPLY_NO_RESOURCES, REPLY_NO_RESOURCES);
       return;
     }
     this.handoff = new Handoff(
@@ -183,12 +305,12 @@ export class Session {
       this.context.logger.warning(
         `cannot connect to service ${service}: ${reason}`,
       );
-      this.answerHandoffFailure(REPLY_PORTS_BUSY);
+      this.answerAfterGreeting(REPLY_PORTS_BUSY, REPLY_NO_RESOURCES);
     } else {
       this.context.logger.warning(
         `cannot pass connection to service ${service}: ${reason}`,
       );
-      this.answerHandoffFailure(REPLY_NO_RESOURCES);
+      this.answerAfterGreeting(REPLY_NO_RESOURCES, REPLY_NO_RESOURCES);
     }
   }
 
@@ -203,26 +325,29 @@ export class Session {
   }
 
   /**
-   * Answers a client that could not be handed off, as postscreen does:
-   * before any teaser, `reply` at once; after a "220-" teaser, finish the
-   * greeting and send "421 4.3.2 No system resources" after the first
-   * command, so the client reads a well-formed dialogue.
+   * Replies to a client that is not handed off, as postscreen does: before
+   * any teaser, `immediateReply` at once; after a "220-" teaser, finish the
+   * greeting and send `afterCommandReply` after the first command, so the
+   * client reads a well-formed dialogue.
    */
-  private answerHandoffFailure(reply: string): void {
+  private answerAfterGreeting(
+    immediateReply: string,
+    afterCommandReply: string,
+  ): void {
     if (!this.teaserSent) {
-      this.closeWithReply(reply);
+      this.closeWithReply(immediateReply);
       return;
     }
     this.phase = "replying";
     this.send(`220 ${this.context.config.smtpdBanner}\r\n`);
     this.timer = setTimeout(
-      () => this.closeWithReply(REPLY_NO_RESOURCES),
+      () => this.closeWithReply(afterCommandReply),
       FIRST_COMMAND_TIMEOUT_MS,
     );
-    this.awaitFirstCommand(0);
+    this.awaitFirstCommand(0, afterCommandReply);
   }
 
-  private awaitFirstCommand(received: number): void {
+  private awaitFirstCommand(received: number, reply: string): void {
     this.socket.watch(READABLE, (status) => {
       if (this.phase !== "replying") return;
       let data: Buffer | null;
@@ -232,16 +357,16 @@ export class Session {
         data = Buffer.alloc(0);
       }
       if (data === null) {
-        this.awaitFirstCommand(received);
+        this.awaitFirstCommand(received, reply);
         return;
       }
       const total = received + data.length;
       if (data.length === 0) {
         this.closeWithReply(undefined);
       } else if (data.includes(0x0a) || total >= MAX_COMMAND_LINE) {
-        this.closeWithReply(REPLY_NO_RESOURCES);
+        this.closeWithReply(reply);
       } else {
-        this.awaitFirstCommand(total);
+        this.awaitFirstCommand(total, reply);
       }
     });
   }

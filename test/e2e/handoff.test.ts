@@ -38,6 +38,8 @@ async function startPostwarden(
       "1s",
       "-o",
       "myhostname=warden.example.com",
+      "-o",
+      "access_list=",
       ...extra,
     ],
   });
@@ -168,9 +170,9 @@ describe("hand-off to real smtpd", () => {
       );
       await warden.waitForLog(new RegExp(`DISCONNECT ${label}$`));
       assert.equal(warden.grep(/PASS NEW/).length, 0);
-      assert.equal(
-        postfix.log().includes(`:${client.localPort}`),
-        false,
+      assert.doesNotMatch(
+        postfix.log(),
+        new RegExp(`\\]:${client.localPort}(?!\\d)`),
         "smtpd saw the client",
       );
     } finally {
@@ -237,6 +239,38 @@ describe("hand-off to real smtpd", () => {
       await warden.waitForLog(
         new RegExp(`PASS NEW \\[127\\.0\\.0\\.1\\]:${patient.localPort}$`),
       );
+    } finally {
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
+  test("default access list permits loopback", async () => {
+    const warden = PostwardenProcess.start({
+      args: [
+        "--config",
+        "/dev/null",
+        "--listen",
+        "127.0.0.1:0",
+        "--queue-directory",
+        postfix.queueDirectory,
+        "--postfix-config-directory",
+        postfix.configDirectory,
+        "--greet-wait",
+        "30s",
+      ],
+    });
+    try {
+      const port = await warden.listeningPort();
+      const client = await SmtpClient.open(port);
+      // Allowlisted: no teaser and no wait, smtpd greets at once.
+      assert.deepEqual(await client.readReply(3000), [
+        "220 pass-test.localdomain ESMTP Postfix",
+      ]);
+      assert.match((await client.command("QUIT"))[0] ?? "", /^221 /);
+      await warden.waitForLog(
+        new RegExp(`ALLOWLISTED \\[127\\.0\\.0\\.1\\]:${client.localPort}$`),
+      );
+      assert.equal(warden.grep(/PASS NEW/).length, 0);
     } finally {
       assert.equal(await warden.stop(), 0);
     }

@@ -35,6 +35,8 @@ function commonArgs(): string[] {
     postfix.configDirectory,
     "-o",
     "myhostname=warden.example.com",
+    "-o",
+    "access_list=",
   ];
 }
 

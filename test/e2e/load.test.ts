@@ -37,6 +37,8 @@ function startPostwarden(
       postfix.configDirectory,
       "-o",
       "myhostname=warden.example.com",
+      "-o",
+      "access_list=",
       ...extra,
     ],
   });

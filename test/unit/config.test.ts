@@ -94,12 +94,12 @@ test("config rejects unknown parameter", () => {
 test("config rejects unsupported postscreen parameter", () => {
   const problems = problemsOf({
     listen: "127.0.0.1:25",
-    postscreen_dnsbl_sites: "zen.example",
+    postscreen_pipelining_enable: "yes",
   });
   assert.equal(problems.length, 1);
   assert.match(
     problems[0] ?? "",
-    /^test\.cf:2: postscreen_dnsbl_sites: .*not supported/,
+    /^test\.cf:2: postscreen_pipelining_enable: .*not supported/,
   );
 });
 

@@ -1,0 +1,103 @@
+// The permanent access list, with postscreen's meaning: items are tried in
+// order and the first definite answer wins. "permit_mynetworks" permits
+// clients in mynetworks; "cidr:/path" looks the client up in a
+// cidr_table(5) file, whose permit or reject ends the search and whose
+// dunno (or no match) goes on to the next item. Tables are read at
+// startup; a bad line stops startup with the file and line.
+import { CidrTable, type AccessResult } from "./cidr-table.js";
+import { networkContains, parseNetworkList, type Network } from "./network.js";
+
+type AccessItem =
+  { kind: "mynetworks" } | { kind: "cidr"; name: string; table: CidrTable };
+
+export class AccessList {
+  private constructor(
+    private readonly items: readonly AccessItem[],
+    private readonly mynetworks: readonly Network[],
+  ) {}
+
+  /**
+   * Builds the list from access_list items and the mynetworks value;
+   * throws an Error naming the bad item.
+   */
+  static parse(
+    items: readonly string[],
+    mynetworks: readonly Network[],
+  ): AccessList {
+    const parsed = items.map((item): AccessItem => {
+      if (item === "permit_mynetworks") return { kind: "mynetworks" };
+      if (item.startsWith("cidr:")) {
+        return {
+          kind: "cidr",
+          name: item,
+          table: CidrTable.load(item.slice(5)),
+        };
+      }
+      throw new Error(
+        `unsupported access list item "${item}": use permit_mynetworks or cidr:/path`,
+      );
+    });
+    return new AccessList(parsed, mynetworks);
+  }
+
+  get empty(): boolean {
+    return this.items.length === 0;
+  }
+
+  /** Returns permit, reject, or undefined when nothing decides. */
+  evaluate(address: string): Exclude<AccessResult, "dunno"> | undefined {
+    for (const item of this.items) {
+      if (item.kind === "mynetworks") {
+        if (
+          this.mynetworks.some((network) => networkContains(network, address))
+        ) {
+          return "permit";
+        }
+        continue;
+      }
+      const result = item.table.lookup(address);
+      if (result === "permit" || result === "reject") return result;
+    }
+    return undefined;
+  }
+}
+
+/**
+ * allowlist_interfaces: server addresses on which a client may be passed
+ * to smtpd after its tests. "static:all" allows every address; other items
+ * are networks, "!network" excludes, and the first match wins.
+ */
+export class InterfaceList {
+  private constructor(
+    private readonly rules: readonly {
+      allow: boolean;
+      network: Network | "all";
+    }[],
+  ) {}
+
+  static parse(items: readonly string[]): InterfaceList {
+    return new InterfaceList(
+      items.map((item) => {
+        const allow = !item.startsWith("!");
+        const text = allow ? item : item.slice(1);
+        if (text === "static:all") return { allow, network: "all" as const };
+        const [network] = parseNetworkList(text);
+        if (network === undefined)
+          throw new Error(`invalid interface "${item}"`);
+        return { allow, network };
+      }),
+    );
+  }
+
+  allows(serverAddress: string): boolean {
+    for (const rule of this.rules) {
+      if (
+        rule.network === "all" ||
+        networkContains(rule.network, serverAddress)
+      ) {
+        return rule.allow;
+      }
+    }
+    return false;
+  }
+}

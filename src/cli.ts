@@ -47,6 +47,7 @@ function addCommonOptions(command: Command): Command {
       new Option("--greet-mode <mode>", "pregreet mode").choices([
         "teaser",
         "silent",
+        "stutter",
       ]),
     )
     .option(

@@ -9,6 +9,7 @@ export class SmtpClient {
   private waiters: (() => void)[] = [];
 
   private constructor(readonly socket: Socket) {
+    this.localPort = socket.localPort ?? 0;
     socket.setEncoding("latin1");
     socket.on("data", (chunk: string) => {
       this.buffer += chunk;
@@ -44,9 +45,8 @@ export class SmtpClient {
     });
   }
 
-  get localPort(): number {
-    return this.socket.localPort ?? 0;
-  }
+  /** The client's port, kept after the socket is destroyed. */
+  readonly localPort: number;
 
   private wake(): void {
     const waiters = this.waiters;

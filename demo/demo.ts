@@ -3,6 +3,9 @@
 // that talks before the greeting and is refused. Prints the log lines of
 // both and stops everything. Exits non-zero if either outcome is wrong.
 import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { PostfixInstance } from "../test/support/postfix.js";
 import { PostwardenProcess } from "../test/support/postwarden.js";
@@ -20,7 +23,9 @@ async function main(): Promise<boolean> {
   await postfix.start();
   process.stdout.write(`Postfix config: ${postfix.configDirectory}\n`);
 
+  const dataDirectory = mkdtempSync(join(tmpdir(), "postwarden-demo-"));
   const warden = PostwardenProcess.start({
+    dataDirectory,
     args: [
       "--config",
       "/dev/null",
@@ -95,6 +100,7 @@ async function main(): Promise<boolean> {
     heading("Postfix maillog");
     process.stdout.write(postfix.log());
     await postfix.destroy();
+    rmSync(dataDirectory, { recursive: true, force: true });
   }
 
   heading("result");

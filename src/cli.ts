@@ -8,6 +8,14 @@ import { AddonLoadError, loadAddon } from "./native.js";
 import { StreamLogger } from "./log/logger.js";
 import { readInetProtocols } from "./postfix/inet-protocols.js";
 import { Server } from "./server.js";
+import {
+  CacheCliError,
+  deleteCommand,
+  flushCommand,
+  listCommand,
+  showCommand,
+  statsCommand,
+} from "./cache/cli.js";
 
 const DEFAULT_CONFIG = "/etc/postwarden/main.cf";
 
@@ -83,11 +91,12 @@ function overridesFrom(options: CommonOptions): Setting[] {
   return settings;
 }
 
-function readConfig(options: CommonOptions): Config {
+function readConfig(options: CommonOptions, requireListen = true): Config {
   // Without an explicit file, a missing default file means "all defaults",
   // so that command-line flags alone can run postwarden.
   return loadConfig(options.config, overridesFrom(options), {
     missingFileIsEmpty: options.config === DEFAULT_CONFIG,
+    requireListen,
   });
 }
 
@@ -115,7 +124,11 @@ async function run(options: CommonOptions): Promise<void> {
 
   const server = new Server(config, addon, logger, families);
   server.start();
-  logger.info(`postwarden started; handing off to ${config.smtpdPassSocket}`);
+  for (const note of config.notes) logger.info(`note: ${note}`);
+  logger.info(
+    `postwarden started; handing off to ${config.smtpdPassSocket}; ` +
+      `verdict cache ${config.cache.settings?.mapName ?? "off"}`,
+  );
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -146,7 +159,10 @@ function fail(error: unknown): never {
         error.problems.join("\n  ") +
         "\n",
     );
-  } else if (error instanceof AddonLoadError) {
+  } else if (
+    error instanceof AddonLoadError ||
+    error instanceof CacheCliError
+  ) {
     process.stderr.write(`postwarden: fatal: ${error.message}\n`);
   } else {
     const message = error instanceof Error ? error.message : String(error);
@@ -176,5 +192,67 @@ addCommonOptions(
     fail(error);
   }
 });
+
+const cache = program
+  .command("cache")
+  .description("inspect and edit the verdict cache, also while running");
+
+function addCacheCommand(
+  name: string,
+  description: string,
+  action: (
+    config: Config,
+    argument: string | undefined,
+    json: boolean,
+    out: (text: string) => void,
+  ) => Promise<number>,
+  argument?: string,
+): void {
+  const command = cache.command(name).description(description);
+  if (argument !== undefined) command.argument(argument);
+  addCommonOptions(command).option("--json", "print JSON");
+  command.action(async (...args: unknown[]) => {
+    const hasArgument = argument !== undefined;
+    const value = hasArgument ? (args[0] as string) : undefined;
+    const options = args[hasArgument ? 1 : 0] as CommonOptions & {
+      json?: boolean;
+    };
+    try {
+      const config = readConfig(options, false);
+      const code = await action(config, value, options.json === true, (text) =>
+        process.stdout.write(text),
+      );
+      process.exitCode = code;
+    } catch (error) {
+      fail(error);
+    }
+  });
+}
+
+addCacheCommand(
+  "show",
+  "show the verdicts for one client address",
+  (config, address, json, out) => showCommand(config, address ?? "", json, out),
+  "<address>",
+);
+addCacheCommand(
+  "list",
+  "list every client in the local store",
+  (config, _a, json, out) => listCommand(config, json, out),
+);
+addCacheCommand(
+  "delete",
+  "delete a client (address) or every client in a network (CIDR)",
+  (config, target, _json, out) => deleteCommand(config, target ?? "", out),
+  "<address-or-network>",
+);
+addCacheCommand("flush", "delete every client", (config, _a, _json, out) =>
+  flushCommand(config, out),
+);
+addCacheCommand(
+  "stats",
+  "count entries and passed tests",
+  (config, _a, json, out) => statsCommand(config, json, out),
+);
 
 await program.parseAsync();

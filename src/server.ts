@@ -11,6 +11,8 @@ import { Session } from "./screen/session.js";
 import { DnsClient } from "./dnsbl/resolver.js";
 import { DnsblHealth } from "./dnsbl/health.js";
 import { DnsblChecker } from "./dnsbl/checker.js";
+import { VerdictCache } from "./cache/verdict-cache.js";
+import { ClientCounts } from "./intake/client-counts.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -27,6 +29,9 @@ export class Server {
   private readonly acceptWarning: RateLimitedWarning;
   private readonly dnsbl: DnsblChecker | undefined;
   private readonly dnsblHealth: DnsblHealth | undefined;
+  private readonly cache: VerdictCache | undefined;
+  private readonly counts = new ClientCounts();
+  private cleanupTimer: NodeJS.Timeout | undefined;
   private stopping = false;
 
   constructor(
@@ -36,6 +41,9 @@ export class Server {
     private readonly families: AddressFamilies,
   ) {
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
+    if (config.cache.settings !== undefined) {
+      this.cache = VerdictCache.open(config.cache.settings, logger);
+    }
     const { lists, timeoutMs, healthCheckIntervalMs } = config.dnsbl;
     if (lists.length > 0) {
       const client = new DnsClient(config.dnsServers, timeoutMs);
@@ -83,6 +91,8 @@ export class Server {
                 logger: this.logger,
                 families: this.families,
                 dnsbl: this.dnsbl,
+                cache: this.cache,
+                counts: this.counts,
                 onEnded: (ended) => this.sessions.delete(ended),
               },
               socket,
@@ -109,6 +119,12 @@ export class Server {
     // dead list does not delay startup.
     if (this.dnsblHealth !== undefined) {
       this.dnsblHealthChecked = this.dnsblHealth.start();
+    }
+    const interval = this.config.cache.cleanupIntervalMs;
+    if (this.cache !== undefined && interval > 0) {
+      const cache = this.cache;
+      this.cleanupTimer = setInterval(() => cache.cleanup(), interval);
+      this.cleanupTimer.unref();
     }
   }
 
@@ -152,5 +168,7 @@ export class Server {
     // Hand-offs that are sent stop waiting for smtpd now; anything else
     // left after the deadline is closed.
     for (const session of [...this.sessions]) session.shutdown();
+    clearInterval(this.cleanupTimer);
+    await this.cache?.close();
   }
 }

@@ -17,6 +17,7 @@ import {
   type ParameterSpec,
 } from "./parameters.js";
 import { parseTime } from "./time.js";
+import type { CacheSettings } from "../cache/verdict-cache.js";
 import { AccessList, InterfaceList } from "../access/access-list.js";
 import { parseNetworkList } from "../access/network.js";
 import { parseSites } from "../dnsbl/sites.js";
@@ -48,6 +49,14 @@ export interface DnsblConfig {
   healthCheckIntervalMs: number;
 }
 
+export interface CacheConfig {
+  /** Undefined when cache_map is empty: no cache at all. */
+  settings: CacheSettings | undefined;
+  greetTtlMs: number;
+  /** 0 means never. */
+  cleanupIntervalMs: number;
+}
+
 export interface Config {
   listen: ListenAddress[];
   myhostname: string;
@@ -67,6 +76,11 @@ export interface Config {
   allowlistInterfaces: InterfaceList;
   /** ALLOWLISTED/DENYLISTED (yes) or WHITELISTED/BLACKLISTED (no). */
   respectfulLogging: boolean;
+  dataDirectory: string;
+  cache: CacheConfig;
+  clientIpv6PrefixLength: number;
+  /** Remarks for the startup log about how settings were read. */
+  notes: string[];
   queueDirectory: string;
   /** Path of smtpd's pass socket. */
   smtpdPassSocket: string;
@@ -85,7 +99,7 @@ export class ConfigError extends Error {
 export function loadConfig(
   file: string,
   overrides: Setting[] = [],
-  options: { missingFileIsEmpty?: boolean } = {},
+  options: { missingFileIsEmpty?: boolean; requireListen?: boolean } = {},
 ): Config {
   let text: string;
   try {
@@ -106,7 +120,7 @@ export function loadConfig(
   } catch (error) {
     throw new ConfigError([(error as Error).message]);
   }
-  return buildConfig([...settings, ...overrides]);
+  return buildConfig([...settings, ...overrides], options);
 }
 
 interface RawValue {
@@ -116,7 +130,10 @@ interface RawValue {
 }
 
 /** Builds and validates the configuration from settings in order. */
-export function buildConfig(settings: Setting[]): Config {
+export function buildConfig(
+  settings: Setting[],
+  options: { requireListen?: boolean } = {},
+): Config {
   const problems: string[] = [];
   const raw = new Map<string, RawValue>();
 
@@ -174,7 +191,11 @@ export function buildConfig(settings: Setting[]): Config {
   };
 
   const config: Config = {
-    listen: check("listen", parseListen),
+    listen: check("listen", (value) =>
+      value.trim() === "" && options.requireListen === false
+        ? []
+        : parseListen(value),
+    ),
     myhostname: get("myhostname"),
     smtpdBanner: get("smtpd_banner"),
     greetBanner: get("greet_banner"),
@@ -227,6 +248,20 @@ export function buildConfig(settings: Setting[]): Config {
       InterfaceList.parse(splitList(value)),
     ),
     respectfulLogging: check("respectful_logging", parseBoolean),
+    dataDirectory: check("data_directory", requireAbsolute),
+    cache: {
+      settings: undefined,
+      greetTtlMs: check("greet_ttl", (value) =>
+        checkTime(spec("greet_ttl"), value),
+      ),
+      cleanupIntervalMs: check("cache_cleanup_interval", (value) =>
+        checkTime(spec("cache_cleanup_interval"), value),
+      ),
+    },
+    clientIpv6PrefixLength: check("client_ipv6_prefix_length", (value) =>
+      checkInteger(spec("client_ipv6_prefix_length"), value),
+    ),
+    notes: [],
     queueDirectory: check("queue_directory", requireAbsolute),
     smtpdPassSocket: "",
     smtpdServiceLabel: "",
@@ -253,6 +288,27 @@ export function buildConfig(settings: Setting[]): Config {
   }
 
   check("mynetworks", parseNetworkList);
+  const cacheTimes = {
+    localTtlMs: check("cache_local_ttl", (value) =>
+      checkTime(spec("cache_local_ttl"), value),
+    ),
+    redisTimeoutMs: check("cache_redis_timeout", (value) =>
+      checkTime(spec("cache_redis_timeout"), value),
+    ),
+    retentionMs: check("cache_retention_time", (value) =>
+      checkTime(spec("cache_retention_time"), value),
+    ),
+  };
+  check("cache_map", (value) => {
+    const map = parseCacheMap(value, config.dataDirectory ?? "");
+    if (map === undefined) return;
+    config.cache.settings = {
+      ...map,
+      keyPrefix: get("cache_key_prefix"),
+      ...cacheTimes,
+    };
+    if (map.note !== undefined) config.notes.push(map.note);
+  });
   const sites = check("dnsbl_sites", (value) => parseSites(splitList(value)));
   const replyMap = check("dnsbl_reply_map", loadReplyMap);
   const errorRules = check("dnsbl_error_answers", (value) =>
@@ -286,6 +342,52 @@ function checkChoice(spec: ParameterSpec, value: string): string {
     );
   }
   return value;
+}
+
+/**
+ * Parses cache_map: "lmdb:/path" (the file is /path.lmdb), postscreen's
+ * "btree:/path" or "hash:/path" (kept in LMDB format at /path.lmdb, with a
+ * note), a "proxy:" prefix (ignored), or "redis://..." / "rediss://..."
+ * for a cache shared through Redis, with the local store in data_directory.
+ * An empty value turns the cache off.
+ */
+export function parseCacheMap(
+  value: string,
+  dataDirectory: string,
+):
+  | {
+      localPath: string;
+      mapName: string;
+      redisUrl: string | undefined;
+      note: string | undefined;
+    }
+  | undefined {
+  const text = value.trim().replace(/^proxy:/, "");
+  if (text === "") return undefined;
+  if (/^rediss?:\/\//.test(text)) {
+    const localPath = join(dataDirectory, "verdict_cache.lmdb");
+    return {
+      localPath,
+      mapName: `lmdb:${localPath} + ${text.replace(/\/\/[^@/]*@/, "//***@")}`,
+      redisUrl: text,
+      note: undefined,
+    };
+  }
+  const match = /^(lmdb|btree|hash):(\/.+)$/.exec(text);
+  if (match === null) {
+    throw new Error(
+      `unsupported cache map "${value}": use lmdb:/path, or ` +
+        "redis://host:port/db to share the cache between MX hosts",
+    );
+  }
+  const type = match[1] ?? "";
+  const path = match[2] ?? "";
+  const localPath = `${path}.lmdb`;
+  const note =
+    type === "lmdb"
+      ? undefined
+      : `cache_map ${type}:${path} is kept in LMDB format in ${localPath}`;
+  return { localPath, mapName: `lmdb:${path}`, redisUrl: undefined, note };
 }
 
 function checkInteger(spec: ParameterSpec, value: string): number {

@@ -1,11 +1,13 @@
 // Postfix time values: a whole number with an optional one-letter unit
-// (s, m, h, d, w). A bare number takes the parameter's default unit, so
+// (s, m, h, d, w), and "ms" for the short Redis deadline, a postwarden
+// addition that Postfix does not accept. A bare number takes the parameter's default unit, so
 // "greet_wait = 6" means 6 seconds and a parameter whose default unit is
 // "d" reads "7" as 7 days.
 
-export type TimeUnit = "s" | "m" | "h" | "d" | "w";
+export type TimeUnit = "ms" | "s" | "m" | "h" | "d" | "w";
 
 const UNIT_SECONDS: Record<TimeUnit, number> = {
+  ms: 0.001,
   s: 1,
   m: 60,
   h: 3600,
@@ -15,11 +17,11 @@ const UNIT_SECONDS: Record<TimeUnit, number> = {
 
 /** Parses a time value into milliseconds; throws an Error with the reason. */
 export function parseTime(text: string, defaultUnit: TimeUnit): number {
-  const match = /^(\d+)([a-zA-Z]?)$/.exec(text.trim());
+  const match = /^(\d+)(ms|[a-zA-Z]?)$/.exec(text.trim());
   if (match === null) {
     throw new Error(
       `invalid time value "${text}": expected a whole number with an ` +
-        "optional unit s, m, h, d or w",
+        "optional unit ms, s, m, h, d or w",
     );
   }
   const amount = Number(match[1]);
@@ -27,10 +29,10 @@ export function parseTime(text: string, defaultUnit: TimeUnit): number {
   const seconds = UNIT_SECONDS[unit];
   if (seconds === undefined) {
     throw new Error(
-      `invalid time unit "${match[2]}" in "${text}": use s, m, h, d or w`,
+      `invalid time unit "${match[2]}" in "${text}": use ms, s, m, h, d or w`,
     );
   }
-  const total = amount * seconds * 1000;
+  const total = Math.round(amount * seconds * 1000);
   if (!Number.isSafeInteger(total)) {
     throw new Error(`time value "${text}" is too large`);
   }

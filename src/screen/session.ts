@@ -16,6 +16,15 @@ import { encodeAttributes } from "../handoff/attributes.js";
 import { Handoff, type PassFailure } from "../handoff/pass.js";
 import type { DnsblChecker, DnsblQuery } from "../dnsbl/checker.js";
 import { GreetingTest } from "./greeting.js";
+import type { VerdictCache } from "../cache/verdict-cache.js";
+import { clientKey } from "../cache/key.js";
+import {
+  hasPassed,
+  withPasses,
+  type CacheRecord,
+  type TestName,
+} from "../cache/record.js";
+import type { ClientCounts } from "../intake/client-counts.js";
 
 export const REPLY_PROTOCOL_ERROR_DROP = "521 5.5.1 Protocol error\r\n";
 export const REPLY_DENYLIST_DROP =
@@ -39,6 +48,8 @@ export interface SessionContext {
   logger: Logger;
   families: AddressFamilies;
   dnsbl: DnsblChecker | undefined;
+  cache: VerdictCache | undefined;
+  counts: ClientCounts;
   /** Called once, when the session no longer owns the client socket. */
   onEnded(session: Session): void;
 }
@@ -64,6 +75,12 @@ export class Session {
   /** The client connected to a server address outside allowlist_interfaces. */
   private vetoed = false;
   private allowlistedByDns = false;
+  private readonly key: string;
+  private counted = false;
+  /** The cache record found at the start, if any. */
+  private record: CacheRecord | undefined;
+  private greetingTodo = false;
+  private dnsblTodo = false;
 
   constructor(
     private readonly context: SessionContext,
@@ -72,6 +89,7 @@ export class Session {
     private readonly server: Endpoint,
   ) {
     this.clientLabel = formatEndpoint(client.address, client.port);
+    this.key = clientKey(client.address, context.config.clientIpv6PrefixLength);
   }
 
   start(): void {
@@ -80,6 +98,8 @@ export class Session {
       `CONNECT from ${this.clientLabel} to ` +
         formatEndpoint(this.server.address, this.server.port),
     );
+    const concurrent = this.context.counts.add(this.key);
+    this.counted = true;
 
     const isIPv6 = this.client.address.includes(":");
     if ((isIPv6 && !families.ipv6) || (!isIPv6 && !families.ipv4)) {
@@ -110,8 +130,51 @@ export class Session {
       this.failedIgnored = true;
     }
 
+    // Like postscreen, only a client's first concurrent connection reads
+    // the cache.
+    const cache = this.context.cache;
+    if (cache === undefined || concurrent > 1) {
+      this.continueAfterCache(undefined);
+      return;
+    }
+    cache.lookup(this.key).then(
+      (record) => this.continueAfterCache(record),
+      (error: unknown) => {
+        logger.warning(
+          `cache ${cache.name} lookup for ${this.key} failed: ` +
+            (error as Error).message,
+        );
+        this.continueAfterCache(undefined);
+      },
+    );
+  }
+
+  private continueAfterCache(record: CacheRecord | undefined): void {
+    if (this.phase !== "testing") return;
+    const { config, logger, dnsbl } = this.context;
+    this.record = record;
+    const now = Date.now();
+    const greetingEnabled = GreetingTest.isEnabled(config);
+    const dnsblEnabled = dnsbl?.enabled === true;
+    this.greetingTodo = greetingEnabled && !hasPassed(record, "pregreet", now);
+    this.dnsblTodo = dnsblEnabled && !hasPassed(record, "dnsbl", now);
+
+    const anyEnabled = greetingEnabled || dnsblEnabled;
+    if (
+      record !== undefined &&
+      anyEnabled &&
+      !this.greetingTodo &&
+      !this.dnsblTodo &&
+      !this.failedIgnored
+    ) {
+      logger.info(`PASS OLD ${this.clientLabel}`);
+      this.passToSmtpd();
+      return;
+    }
+
+    const words = config.respectfulLogging ? "ALLOW" : "WHITE";
     if (!config.allowlistInterfaces.allows(this.server.address)) {
-      logger.info(`${words.allow}LIST VETO ${this.clientLabel}`);
+      logger.info(`${words}LIST VETO ${this.clientLabel}`);
       this.vetoed = true;
     }
 
@@ -146,18 +209,16 @@ export class Session {
 
   private startEarlyTests(): void {
     const { config, logger, dnsbl } = this.context;
-    const greetingEnabled = GreetingTest.isEnabled(config);
-    const dnsblEnabled = dnsbl?.enabled === true;
-    if (!greetingEnabled && !dnsblEnabled) {
+    if (!this.greetingTodo && !this.dnsblTodo) {
       this.conclude();
       return;
     }
 
-    if (dnsblEnabled) {
+    if (this.dnsblTodo && dnsbl !== undefined) {
       this.dnsblQuery = dnsbl.start(this.client.address);
       this.dnsblQuery.onComplete(() => this.onDnsblComplete());
     }
-    if (greetingEnabled) {
+    if (this.greetingTodo) {
       this.greeting = new GreetingTest(
         this.socket,
         config,
@@ -219,14 +280,10 @@ export class Session {
     if (this.phase !== "testing") return;
     this.stopEarlyTests();
     const { config, logger } = this.context;
+    const now = Date.now();
+    const passes: Partial<Record<TestName, number>> = {};
 
-    let passed = true;
-    if (this.greeting?.pregreeted === true) {
-      // Action ignore (drop ended the session already): test again later.
-      this.failedIgnored = true;
-      passed = false;
-    }
-
+    let dnsblTtlMs: number | undefined;
     if (this.dnsblQuery !== undefined) {
       const result = this.dnsblQuery.current();
       if (result.score >= config.dnsbl.threshold) {
@@ -238,16 +295,42 @@ export class Session {
           );
           return;
         }
+        // Action ignore: hand off, and test again next time.
         this.failedIgnored = true;
-        passed = false;
-      } else if (!result.complete && !this.allowlistedByDns) {
-        // A failed lookup is not a pass: the list is asked again next time.
-        passed = false;
+      } else if (result.complete || this.allowlistedByDns) {
+        // A failed lookup is no pass: the list is asked again next time.
+        dnsblTtlMs = result.ttlSeconds * 1000;
+        passes.dnsbl = now + dnsblTtlMs;
       }
     }
 
-    if (passed && !this.failedIgnored && !this.vetoed) {
-      logger.info(`PASS NEW ${this.clientLabel}`);
+    if (this.greeting?.pregreeted === true) {
+      // Action ignore (drop ended the session already): test again later.
+      this.failedIgnored = true;
+    } else if (this.greetingTodo) {
+      // An allowlist score stands in for the greeting test, for as long as
+      // the DNS answer lives.
+      const ttl =
+        this.allowlistedByDns && dnsblTtlMs !== undefined
+          ? dnsblTtlMs
+          : config.cache.greetTtlMs;
+      passes.pregreet = now + ttl;
+    }
+
+    const allPassed =
+      (!this.greetingTodo || passes.pregreet !== undefined) &&
+      (!this.dnsblTodo || passes.dnsbl !== undefined);
+    if (!this.failedIgnored && !this.vetoed) {
+      if (allPassed) {
+        const age = this.record === undefined ? "NEW" : "OLD";
+        logger.info(`PASS ${age} ${this.clientLabel}`);
+      }
+      if (Object.keys(passes).length > 0) {
+        this.context.cache?.store(
+          this.key,
+          withPasses(this.record, passes, now),
+        );
+      }
     }
     this.conclude();
   }
@@ -397,6 +480,10 @@ export class Session {
     if (this.phase === "ended") return;
     this.phase = "ended";
     clearTimeout(this.timer);
+    if (this.counted) {
+      this.counted = false;
+      this.context.counts.remove(this.key);
+    }
     this.context.onEnded(this);
   }
 }

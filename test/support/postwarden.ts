@@ -1,6 +1,8 @@
 // Runs the postwarden CLI as a child process for end-to-end tests and
 // collects its log lines from stderr.
 import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { packageRoot } from "../../src/native.js";
 
@@ -9,6 +11,18 @@ export interface RunOptions {
   args: string[];
   /** A shell prefix such as "ulimit -n 64;" run before exec. */
   shellPrefix?: string;
+  /**
+   * A command prefix that runs node, such as ["ip", "netns", "exec", NAME].
+   * It must exec the command in place, so that the child's PID stays
+   * postwarden's and stop() signals postwarden.
+   */
+  wrapper?: string[];
+  /** data_directory to use, to share a verdict cache between runs. */
+  dataDirectory?: string;
+}
+
+function shellQuote(arg: string): string {
+  return `'${arg.replace(/'/g, "'\\''")}'`;
 }
 
 export class PostwardenProcess {
@@ -34,18 +48,42 @@ export class PostwardenProcess {
 
   static start(options: RunOptions): PostwardenProcess {
     const cli = join(packageRoot(), "dist", "src", "cli.js");
-    const quoted = [cli, "run", ...options.args]
-      .map((arg) => `'${arg.replace(/'/g, "'\\''")}'`)
+    // Each process gets its own verdict cache unless the test shares one,
+    // and an explicit -o data_directory in args still wins.
+    const dataDirectory =
+      options.dataDirectory ?? mkdtempSync(join(tmpdir(), "postwarden-data-"));
+    const quoted = [
+      cli,
+      "run",
+      "-o",
+      `data_directory=${dataDirectory}`,
+      ...options.args,
+    ]
+      .map(shellQuote)
       .join(" ");
+    const wrapper = (options.wrapper ?? [])
+      .map((arg) => `${shellQuote(arg)} `)
+      .join("");
     const child = spawn(
       "bash",
-      ["-c", `${options.shellPrefix ?? ""} exec node ${quoted}`],
+      ["-c", `${options.shellPrefix ?? ""} exec ${wrapper}node ${quoted}`],
       {
         stdio: ["ignore", "ignore", "pipe"],
       },
     );
-    return new PostwardenProcess(child);
+    const process = new PostwardenProcess(child);
+    process.dataDirectory = dataDirectory;
+    if (options.dataDirectory === undefined) {
+      // A directory made here is removed once the process has exited.
+      child.once("exit", () =>
+        rmSync(dataDirectory, { recursive: true, force: true }),
+      );
+    }
+    return process;
   }
+
+  /** The data directory (verdict cache) this process uses. */
+  dataDirectory = "";
 
   get pid(): number {
     return this.child.pid ?? -1;

@@ -61,6 +61,13 @@ export interface RbldnsdZone {
 export interface RbldnsdOptions {
   /** TTL in seconds for records whose dataset sets no $TTL (rbldnsd -t). rbldnsd's default is 35 minutes. */
   defaultTtl?: number;
+  /**
+   * A command prefix that runs rbldnsd, such as ["ip", "netns", "exec",
+   * NAME]. It must exec the command in place, so that the child's PID stays
+   * the daemon's. start() runs its readiness probe through the same prefix,
+   * and `server` is then reachable only where the prefix runs commands.
+   */
+  wrapper?: string[];
 }
 
 export class Rbldnsd {
@@ -107,6 +114,7 @@ export class Rbldnsd {
     }
     const userArguments =
       process.getuid?.() === 0 ? ["-u", await unprivilegedUser()] : [];
+    const wrapper = options.wrapper ?? [];
 
     const directory = writeZoneFiles(zones);
     const zoneSpecs = zones.map(
@@ -129,9 +137,14 @@ export class Rbldnsd {
           ...userArguments,
           ...zoneSpecs,
         ];
-        const command = `${RBLDNSD} ${args.join(" ")}`;
-        const daemon = spawnDaemon(args, directory);
-        const state = await waitUntilAnswering(daemon, port, zones[0]!.name);
+        const command = [...wrapper, RBLDNSD, ...args].join(" ");
+        const daemon = spawnDaemon(wrapper, args, directory);
+        const state = await waitUntilAnswering(
+          daemon,
+          port,
+          zones[0]!.name,
+          wrapper,
+        );
         const rejectedLines = daemon.output.text().match(REJECTED_LINE);
         if (state === "answering" && rejectedLines !== null) {
           await stopDaemon(daemon);
@@ -196,14 +209,19 @@ interface Daemon {
   spawnError?: Error;
 }
 
-function spawnDaemon(args: string[], directory: string): Daemon {
+function spawnDaemon(
+  wrapper: string[],
+  args: string[],
+  directory: string,
+): Daemon {
   // rbldnsd 1.0pre prints progress to standard output and warnings about
   // skipped lines to standard error. One pipe for both keeps them in the order
   // written, so a warning arrives before the "started" line. The shell
-  // execs rbldnsd, so the child's PID is the daemon's.
+  // execs the wrapper, if any, which execs rbldnsd, so the child's PID is
+  // the daemon's.
   const child = spawn(
     "/bin/sh",
-    ["-c", 'exec "$0" "$@" 2>&1', RBLDNSD, ...args],
+    ["-c", 'exec "$0" "$@" 2>&1', ...wrapper, RBLDNSD, ...args],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   const output = new OutputBuffer();
@@ -327,6 +345,7 @@ async function waitUntilAnswering(
   daemon: Daemon,
   port: number,
   zone: string,
+  wrapper: string[],
 ): Promise<"answering" | "exited" | "timed out"> {
   const deadline = Date.now() + START_TIMEOUT_MS;
   const listening = `listening on 127.0.0.1/${port}`;
@@ -338,7 +357,7 @@ async function waitUntilAnswering(
     if (
       output.includes(listening) &&
       STARTED_LINE.test(output) &&
-      (await answers(`127.0.0.1:${port}`, zone))
+      (await answers(`127.0.0.1:${port}`, zone, wrapper))
     ) {
       return "answering";
     }
@@ -349,7 +368,18 @@ async function waitUntilAnswering(
   }
 }
 
-async function answers(server: string, zone: string): Promise<boolean> {
+/**
+ * Sends one SOA query for `zone` to `server`, through `wrapper` when it is
+ * not empty, and returns whether any reply arrived.
+ */
+async function answers(
+  server: string,
+  zone: string,
+  wrapper: string[],
+): Promise<boolean> {
+  if (wrapper.length > 0) {
+    return answersThroughWrapper(server, zone, wrapper);
+  }
   const resolver = new Resolver({ timeout: PROBE_TIMEOUT_MS, tries: 1 });
   resolver.setServers([server]);
   try {
@@ -360,6 +390,52 @@ async function answers(server: string, zone: string): Promise<boolean> {
     return REPLY_ERROR_CODES.has(code);
   } finally {
     resolver.cancel();
+  }
+}
+
+// The probe for a wrapped rbldnsd: a separate Node.js process, so that it
+// runs where the wrapper runs rbldnsd, for example in a network namespace.
+// It exits with 0 when a reply arrived. Arguments: server, zone, timeout in
+// milliseconds, and the reply error codes as JSON.
+const PROBE_SCRIPT = `
+import { Resolver } from "node:dns/promises";
+const [server, zone, timeout, codes] = process.argv.slice(1);
+const resolver = new Resolver({ timeout: Number(timeout), tries: 1 });
+resolver.setServers([server]);
+try {
+  await resolver.resolveSoa(zone);
+} catch (error) {
+  process.exitCode = JSON.parse(codes).includes(error.code) ? 0 : 1;
+}
+`;
+// Time for the wrapper and Node.js to start, on top of the query timeout.
+const PROBE_STARTUP_MS = 10_000;
+
+async function answersThroughWrapper(
+  server: string,
+  zone: string,
+  wrapper: string[],
+): Promise<boolean> {
+  const [program, ...prefix] = wrapper;
+  try {
+    await run(
+      program!,
+      [
+        ...prefix,
+        process.execPath,
+        "--input-type=module",
+        "--eval",
+        PROBE_SCRIPT,
+        server,
+        zone,
+        String(PROBE_TIMEOUT_MS),
+        JSON.stringify([...REPLY_ERROR_CODES]),
+      ],
+      { timeout: PROBE_TIMEOUT_MS + PROBE_STARTUP_MS, killSignal: "SIGKILL" },
+    );
+    return true;
+  } catch {
+    return false;
   }
 }
 

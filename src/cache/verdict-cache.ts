@@ -1,0 +1,176 @@
+// The verdict cache as screening sees it: the embedded store first, and in
+// shared mode Redis behind it. A local copy of a shared verdict is trusted
+// for cache_local_ttl; after that Redis is asked again, and its answer
+// wins (a miss there removes the local copy, so a delete on one host
+// reaches the others). When Redis is slow or down, lookups fall back to
+// the local store after the Redis deadline, with a rate-limited warning.
+// A store that cannot be opened leaves the daemon screening without a
+// cache, and says so; it never stops the daemon.
+import type { Logger } from "../log/logger.js";
+import { RateLimitedWarning } from "../log/logger.js";
+import { LocalStore } from "./local-store.js";
+import { RedisStore, redactUrl } from "./redis-store.js";
+import { latestExpiry, RecordFormatError, type CacheRecord } from "./record.js";
+
+export interface CacheSettings {
+  /** Path of the embedded store file. */
+  localPath: string;
+  /** Name of the cache in log lines, such as "lmdb:/var/lib/...". */
+  mapName: string;
+  /** redis:// or rediss:// URL for shared mode, or undefined. */
+  redisUrl: string | undefined;
+  keyPrefix: string;
+  localTtlMs: number;
+  redisTimeoutMs: number;
+  retentionMs: number;
+}
+
+export interface CleanupResult {
+  retained: number;
+  dropped: number;
+}
+
+export class VerdictCache {
+  private readonly redisWarning: RateLimitedWarning;
+  private readonly formatWarning: RateLimitedWarning;
+
+  private constructor(
+    private readonly settings: CacheSettings,
+    private readonly logger: Logger,
+    private readonly local: LocalStore | undefined,
+    private readonly redis: RedisStore | undefined,
+  ) {
+    this.redisWarning = new RateLimitedWarning(logger, 60_000);
+    this.formatWarning = new RateLimitedWarning(logger, 60_000);
+  }
+
+  /** Opens the stores; logs and carries on without a store that fails. */
+  static open(settings: CacheSettings, logger: Logger): VerdictCache {
+    let local: LocalStore | undefined;
+    try {
+      local = LocalStore.open(settings.localPath);
+    } catch (error) {
+      logger.error(
+        `cannot open verdict cache ${settings.localPath}: ` +
+          `${(error as Error).message}; screening continues without the ` +
+          "local cache. Move the file away or fix its permissions, then " +
+          "restart",
+      );
+    }
+    let redis: RedisStore | undefined;
+    if (settings.redisUrl !== undefined) {
+      const warning = new RateLimitedWarning(logger, 60_000);
+      redis = new RedisStore(
+        {
+          url: settings.redisUrl,
+          keyPrefix: settings.keyPrefix,
+          timeoutMs: settings.redisTimeoutMs,
+          retentionMs: settings.retentionMs,
+        },
+        (error) =>
+          warning.report(
+            `shared cache ${redactUrl(settings.redisUrl ?? "")}: ` +
+              `${error.message}; using the local cache until it is back`,
+          ),
+        () =>
+          logger.info(
+            `shared cache ${redactUrl(settings.redisUrl ?? "")} connected`,
+          ),
+      );
+    }
+    return new VerdictCache(settings, logger, local, redis);
+  }
+
+  get name(): string {
+    return this.settings.mapName;
+  }
+
+  /** Returns the record for `key`, or undefined on a miss. */
+  async lookup(
+    key: string,
+    now = Date.now(),
+  ): Promise<CacheRecord | undefined> {
+    let local: CacheRecord | undefined;
+    let syncedAt = 0;
+    try {
+      const entry = this.local?.get(key);
+      local = entry?.record;
+      syncedAt = entry?.syncedAt ?? 0;
+    } catch (error) {
+      this.warnFormat(`local cache ${this.settings.localPath}`, key, error);
+    }
+    if (this.redis === undefined) return local;
+    if (local !== undefined && now - syncedAt < this.settings.localTtlMs) {
+      return local;
+    }
+
+    const result = await this.redis.get(key);
+    switch (result.status) {
+      case "hit":
+        this.local?.put(key, result.record, now);
+        return result.record;
+      case "miss":
+        if (local !== undefined) void this.local?.remove(key);
+        return undefined;
+      case "malformed":
+        this.warnFormat(
+          `shared cache`,
+          key,
+          new RecordFormatError(result.reason),
+        );
+        return undefined;
+      case "unavailable":
+        this.redisWarning.report(
+          `shared cache ${redactUrl(this.settings.redisUrl ?? "")} ` +
+            `lookup failed: ${result.reason}; using the local cache`,
+        );
+        return local;
+    }
+  }
+
+  /** Stores a record locally and, in shared mode, in Redis. */
+  store(key: string, record: CacheRecord, now = Date.now()): void {
+    this.local?.put(key, record, now);
+    this.redis?.put(key, record).catch((error: unknown) => {
+      this.redisWarning.report(
+        `shared cache ${redactUrl(this.settings.redisUrl ?? "")} update ` +
+          `failed: ${(error as Error).message}`,
+      );
+    });
+  }
+
+  /** Drops local records whose last expiry is older than the retention. */
+  cleanup(now = Date.now()): CleanupResult {
+    const result = { retained: 0, dropped: 0 };
+    if (this.local === undefined) return result;
+    for (const { key, entry } of this.local.entries()) {
+      if (
+        entry === undefined ||
+        latestExpiry(entry.record) + this.settings.retentionMs < now
+      ) {
+        void this.local.remove(key);
+        result.dropped++;
+      } else {
+        result.retained++;
+      }
+    }
+    this.logger.info(
+      `cache ${this.settings.mapName} full cleanup: ` +
+        `retained=${result.retained} dropped=${result.dropped} entries`,
+    );
+    return result;
+  }
+
+  async close(): Promise<void> {
+    await this.local?.flushed();
+    await this.local?.close();
+    await this.redis?.close();
+  }
+
+  private warnFormat(store: string, key: string, error: unknown): void {
+    this.formatWarning.report(
+      `${store}: malformed record for ${key} (${(error as Error).message}); ` +
+        "treated as a miss",
+    );
+  }
+}

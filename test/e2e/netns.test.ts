@@ -7,7 +7,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { join } from "node:path";
 import { promisify } from "node:util";
+import { packageRoot } from "../../src/native.js";
 import { NetworkNamespace } from "../support/netns.js";
 import {
   runClientInNamespace,
@@ -320,4 +322,117 @@ describe("NetworkNamespace", () => {
     assert.doesNotMatch(stdout, new RegExp(`^${own.name}( |$)`, "m"));
     await assert.rejects(own.run("true", []), /already destroyed/);
   });
+});
+
+describe("IPv6 prefix keys", () => {
+  /** Connects and quits; returns the lines and the client's port. */
+  async function quit(
+    warden: PostwardenProcess,
+    port: number,
+    source: string,
+    age: "NEW" | "OLD",
+  ): Promise<string[]> {
+    const result = await connectFrom(source, port, [
+      { read: "reply" },
+      { send: "QUIT\r\n" },
+      { read: "reply" },
+      { expectEnd: true },
+    ]);
+    const label = escape(`[${source}]:${result.localPort}`);
+    await warden.waitForLog(new RegExp(`PASS ${age} ${label}$`));
+    return result.lines.slice(0, -1);
+  }
+
+  test(
+    "one verdict per /64 by default",
+    { timeout: HOOK_TIMEOUT_MS },
+    async () => {
+      const warden = startPostwarden("[::1]:0");
+      try {
+        const port = await listeningPort(warden);
+        assert.deepEqual(await quit(warden, port, "2001:db8:5::1", "NEW"), [
+          TEASER,
+          SMTPD_GREETING,
+        ]);
+        // Same /64, other address: known, handed off at once.
+        assert.deepEqual(await quit(warden, port, "2001:db8:5::2:3", "OLD"), [
+          SMTPD_GREETING,
+        ]);
+        // Next /64: a new client.
+        assert.deepEqual(await quit(warden, port, "2001:db8:5:1::1", "NEW"), [
+          TEASER,
+          SMTPD_GREETING,
+        ]);
+      } finally {
+        assert.equal(await warden.stop(), 0);
+      }
+    },
+  );
+
+  test(
+    "prefix length is configurable",
+    { timeout: HOOK_TIMEOUT_MS },
+    async () => {
+      const { namespace, postfix, rbldnsd } = requireSetUp();
+      const warden = PostwardenProcess.start({
+        wrapper: namespace.wrapper(),
+        args: [
+          "--config",
+          "/dev/null",
+          "--listen",
+          "[::1]:0",
+          "--queue-directory",
+          postfix.queueDirectory,
+          "--postfix-config-directory",
+          postfix.configDirectory,
+          "--greet-wait",
+          "1s",
+          "-o",
+          "myhostname=warden.example.com",
+          "-o",
+          "access_list=",
+          "-o",
+          `dns_servers=${rbldnsd.server}`,
+          "-o",
+          "client_ipv6_prefix_length=48",
+        ],
+      });
+      try {
+        const port = await listeningPort(warden);
+        await quit(warden, port, "2001:db8:6:1::1", "NEW");
+        assert.deepEqual(await quit(warden, port, "2001:db8:6:2::1", "OLD"), [
+          SMTPD_GREETING,
+        ]);
+        assert.deepEqual(await quit(warden, port, "2001:db8:7:1::1", "NEW"), [
+          TEASER,
+          SMTPD_GREETING,
+        ]);
+        const cli = await run(
+          "node",
+          [
+            join(packageRoot(), "dist", "src", "cli.js"),
+            "cache",
+            "show",
+            "2001:db8:6:ffff::9",
+            "--json",
+            "--config",
+            "/dev/null",
+            "-o",
+            `data_directory=${warden.dataDirectory}`,
+            "-o",
+            "client_ipv6_prefix_length=48",
+          ],
+          { timeout: 20_000 },
+        );
+        const record = JSON.parse(cli.stdout) as {
+          key: string;
+          passed: string[];
+        };
+        assert.equal(record.key, "2001:db8:6::/48");
+        assert.deepEqual(record.passed, ["pregreet"]);
+      } finally {
+        assert.equal(await warden.stop(), 0);
+      }
+    },
+  );
 });

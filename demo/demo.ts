@@ -77,7 +77,8 @@ async function main(): Promise<boolean> {
     process.stdout.write(transcript.join("\n") + "\n");
 
     heading("a bot talks before the greeting");
-    const bot = await SmtpClient.open(port);
+    // Another host: the patient client passed, and its address is now known.
+    const bot = await SmtpClient.open(port, "127.0.0.1", "127.0.0.66");
     process.stdout.write(`<- ${await bot.readLine()}\n`);
     bot.send("EHLO bot.example.com\r\n");
     process.stdout.write(

@@ -2,6 +2,7 @@
 // Command-line entry: `postwarden run` starts the daemon, `postwarden check`
 // validates a configuration and prints the values in effect.
 import { Command, Option } from "commander";
+import { accessSync, constants, statSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config/load.js";
 import type { Setting } from "./config/syntax.js";
 import { AddonLoadError, loadAddon } from "./native.js";
@@ -122,14 +123,11 @@ async function run(options: CommonOptions): Promise<void> {
     ]);
   }
 
+  checkPassSocket(config, logger);
   const server = new Server(config, addon, logger, families);
-  server.start();
-  for (const note of config.notes) logger.info(`note: ${note}`);
-  logger.info(
-    `postwarden started; handing off to ${config.smtpdPassSocket}; ` +
-      `verdict cache ${config.cache.settings?.mapName ?? "off"}`,
-  );
 
+  // Signal handlers first: a SIGTERM right after "listening on" must still
+  // stop cleanly.
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -142,12 +140,47 @@ async function run(options: CommonOptions): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+
+  server.start();
+  for (const note of config.notes) logger.info(`note: ${note}`);
+  logger.info(
+    `postwarden started; handing off to ${config.smtpdPassSocket}; ` +
+      `verdict cache ${config.cache.settings?.mapName ?? "off"}`,
+  );
+}
+
+/**
+ * Warns at startup when smtpd's pass socket cannot be used, because every
+ * client would then get a 421 and the hand-off warnings name only the
+ * service. Postfix may start later, so this does not stop postwarden.
+ */
+function checkPassSocket(config: Config, logger: StreamLogger): void {
+  const path = config.smtpdPassSocket;
+  let problem: string | undefined;
+  try {
+    if (!statSync(path).isSocket()) problem = "not a socket";
+    else accessSync(path, constants.W_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    problem =
+      code === "ENOENT"
+        ? "not found (is Postfix running, with a pass service of that name, and is queue_directory right?)"
+        : code === "EACCES"
+          ? "permission denied (run postwarden as root or as Postfix's mail_owner)"
+          : (error as Error).message;
+  }
+  if (problem !== undefined) {
+    logger.warning(
+      `smtpd pass socket ${path}: ${problem}; clients get ` +
+        '"421 4.3.2" replies until this is fixed',
+    );
+  }
 }
 
 function check(options: CommonOptions): void {
   const config = readConfig(options);
-  const lines = Object.entries(config).map(
-    ([name, value]) => `${name} = ${JSON.stringify(value)}`,
+  const lines = Object.entries(config.parameters).map(
+    ([name, value]) => `${name} = ${value}`,
   );
   process.stdout.write(lines.join("\n") + "\n");
 }

@@ -24,6 +24,12 @@ export interface LocalEntry {
 }
 
 export class LocalStore {
+  /**
+   * Writes not yet committed, by key; LMDB reads do not see a write until
+   * its batch commits, and a client may come back before that.
+   */
+  private readonly pending = new Map<string, string | undefined>();
+
   private constructor(
     private readonly db: RootDatabase<string, string>,
     readonly path: string,
@@ -51,13 +57,19 @@ export class LocalStore {
    * for a value that is not a record of this version.
    */
   get(key: string): LocalEntry | undefined {
-    const text = this.db.get(key);
+    const text = this.pending.has(key)
+      ? this.pending.get(key)
+      : this.db.get(key);
     if (text === undefined) return undefined;
     return decodeEntry(text);
   }
 
   put(key: string, record: CacheRecord, syncedAt: number): void {
-    void this.db.put(key, encodeEntry(record, syncedAt));
+    const text = encodeEntry(record, syncedAt);
+    this.pending.set(key, text);
+    void this.db.put(key, text).finally(() => {
+      if (this.pending.get(key) === text) this.pending.delete(key);
+    });
   }
 
   /** Writes and waits for the commit (for the CLI, which exits after). */
@@ -70,7 +82,14 @@ export class LocalStore {
   }
 
   async remove(key: string): Promise<void> {
-    await this.db.remove(key);
+    this.pending.set(key, undefined);
+    try {
+      await this.db.remove(key);
+    } finally {
+      if (this.pending.has(key) && this.pending.get(key) === undefined) {
+        this.pending.delete(key);
+      }
+    }
   }
 
   /** Every key and entry; a malformed value has `entry` undefined. */

@@ -81,6 +81,8 @@ export interface Config {
   clientIpv6PrefixLength: number;
   /** Remarks for the startup log about how settings were read. */
   notes: string[];
+  /** Every parameter's value after $name expansion, for `check`. */
+  parameters: Record<string, string>;
   queueDirectory: string;
   /** Path of smtpd's pass socket. */
   smtpdPassSocket: string;
@@ -158,8 +160,12 @@ export function buildConfig(
       typeof spec.default === "function" ? spec.default() : spec.default,
     ]),
   );
-  const lookup = (name: string): string | undefined =>
-    raw.get(name)?.value ?? defaults.get(name);
+  const unknownNames = new Set<string>();
+  const lookup = (name: string): string | undefined => {
+    // "stress" is postscreen's load flag, undefined outside stress mode.
+    if (!defaults.has(name) && name !== "stress") unknownNames.add(name);
+    return raw.get(name)?.value ?? defaults.get(name);
+  };
 
   const values = new Map<string, string>();
   const describe = (spec: ParameterSpec): string => {
@@ -168,10 +174,16 @@ export function buildConfig(
     return `${where}: ${given?.writtenName ?? spec.name}`;
   };
   for (const spec of PARAMETERS) {
+    unknownNames.clear();
     try {
       values.set(spec.name, expandValue(lookup(spec.name) ?? "", lookup));
     } catch (error) {
       problems.push(`${describe(spec)}: ${(error as Error).message}`);
+    }
+    for (const name of unknownNames) {
+      problems.push(
+        `${describe(spec)}: unknown parameter $${name} in the value`,
+      );
     }
   }
 
@@ -262,6 +274,7 @@ export function buildConfig(
       checkInteger(spec("client_ipv6_prefix_length"), value),
     ),
     notes: [],
+    parameters: Object.fromEntries(values),
     queueDirectory: check("queue_directory", requireAbsolute),
     smtpdPassSocket: "",
     smtpdServiceLabel: "",
@@ -438,6 +451,11 @@ export function parseDnsServers(value: string): string[] {
 function checkTime(spec: ParameterSpec, value: string): number {
   if (spec.kind !== "time") throw new Error(`${spec.name} is not a time`);
   const ms = parseTime(value, spec.unit);
+  if (spec.maxSeconds !== undefined && ms > spec.maxSeconds * 1000) {
+    throw new Error(
+      `invalid value "${value}": must be at most ${spec.maxSeconds / 86400}d`,
+    );
+  }
   if (ms < spec.minSeconds * 1000) {
     throw new Error(
       `invalid value "${value}": must be at least ${spec.minSeconds}s`,

@@ -30,6 +30,8 @@ export type ParameterSpec = Common &
         default: string;
         unit: TimeUnit;
         minSeconds: number;
+        /** Upper bound for values used as timer delays. */
+        maxSeconds?: number;
       }
     | {
         kind: "choice";
@@ -49,6 +51,12 @@ export function defaultHostname(): string {
   const name = hostname();
   return name.includes(".") ? name : `${name}.localdomain`;
 }
+
+/**
+ * Longest timer delay, 24 days: Node's timers take at most 2^31-1 ms and
+ * fire at once for longer delays.
+ */
+const MAX_TIMER_SECONDS = 24 * 86400;
 
 const ENFORCE_NEEDS_ENGINE =
   "action enforce needs the dummy SMTP engine, which postwarden does not " +
@@ -81,6 +89,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     default: "1s",
     unit: "s",
     minSeconds: 0,
+    maxSeconds: MAX_TIMER_SECONDS,
   },
   {
     name: "greet_wait",
@@ -88,6 +97,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     default: "6s",
     unit: "s",
     minSeconds: 1,
+    maxSeconds: MAX_TIMER_SECONDS,
     postscreen: true,
   },
   {
@@ -128,6 +138,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     default: "10s",
     unit: "s",
     minSeconds: 1,
+    maxSeconds: MAX_TIMER_SECONDS,
     postscreen: true,
   },
   {
@@ -159,6 +170,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     default: "5m",
     unit: "s",
     minSeconds: 1,
+    maxSeconds: MAX_TIMER_SECONDS,
   },
   { name: "dns_servers", kind: "list", default: "" },
   {
@@ -214,6 +226,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     default: "12h",
     unit: "s",
     minSeconds: 0,
+    maxSeconds: MAX_TIMER_SECONDS,
     postscreen: true,
   },
   {
@@ -229,6 +242,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     default: "50ms",
     unit: "ms",
     minSeconds: 0.001,
+    maxSeconds: MAX_TIMER_SECONDS,
   },
   { name: "cache_key_prefix", kind: "string", default: "postwarden:" },
   {

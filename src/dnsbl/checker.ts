@@ -59,6 +59,11 @@ export class DnsblQuery {
     }
   }
 
+  /** Marks the result as not a pass, whatever the score. */
+  markIncomplete(): void {
+    this.failed = true;
+  }
+
   /** Stops reporting completion; late answers are then ignored. */
   cancel(): void {
     this.completeCallback = undefined;
@@ -143,6 +148,11 @@ export class DnsblChecker {
       (list) => this.health?.isEnabled(list.domain, family) ?? true,
     );
     const query = new DnsblQuery(this.settings, lists.length);
+    if (lists.length === 0) {
+      // Every list is disabled for this address family (an outage, or
+      // lists that do not serve it): the test was not run, so no pass.
+      query.markIncomplete();
+    }
     for (const list of lists) {
       void this.lookup(list, address).then(({ answers, ttl }) =>
         query.record(list, answers, ttl),

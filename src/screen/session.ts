@@ -216,7 +216,6 @@ export class Session {
 
     if (this.dnsblTodo && dnsbl !== undefined) {
       this.dnsblQuery = dnsbl.start(this.client.address);
-      this.dnsblQuery.onComplete(() => this.onDnsblComplete());
     }
     if (this.greetingTodo) {
       this.greeting = new GreetingTest(
@@ -233,6 +232,10 @@ export class Session {
       this.teaserSent = this.greeting.sendsTeaser;
       this.greeting.start();
     }
+    this.timer = setTimeout(() => this.endEarlyTests(), config.greetWaitMs);
+    // Registered last: a query with nothing to ask completes at once, and
+    // the greeting test must exist by then.
+    this.dnsblQuery?.onComplete(() => this.onDnsblComplete());
     this.timer = setTimeout(() => this.endEarlyTests(), config.greetWaitMs);
   }
 
@@ -270,7 +273,7 @@ export class Session {
       // An allowlist score skips the other tests: hand off at once.
       this.allowlistedByDns = true;
       this.endEarlyTests();
-    } else if (this.greeting === undefined) {
+    } else if (!this.greetingTodo) {
       this.endEarlyTests();
     }
   }

@@ -4,7 +4,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import {
+  chownSync,
+  mkdtempSync,
+  readdirSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -266,6 +272,23 @@ describe("local cache", () => {
       assert.match(bad.stdout, /invalid address "not-an-address"/);
     } finally {
       assert.equal(await warden.stop(), 0);
+    }
+  });
+
+  test("CLI as root keeps owner", async () => {
+    const data = dataDirectory();
+    const nobody = 65534;
+    chownSync(data, nobody, nobody);
+    const stats = await cacheCli(data, [], "stats");
+    assert.equal(stats.code, 0, stats.stdout);
+    const files = readdirSync(data);
+    assert.ok(files.includes("verdict_cache.lmdb"), files.join(" "));
+    for (const name of files) {
+      assert.equal(
+        statSync(join(data, name)).uid,
+        nobody,
+        `${name} owned by root`,
+      );
     }
   });
 

@@ -454,6 +454,40 @@ describe("DNS lists that misbehave", () => {
     }
   });
 
+  test("lists down keep greeting test", async () => {
+    healthy = false;
+    const warden = startPostwarden(
+      responder.server,
+      "-o",
+      "dnsbl_sites=bad.test",
+      "-o",
+      "dnsbl_timeout=1s",
+    );
+    try {
+      const port = await warden.listeningPort();
+      await warden.waitForLog(
+        /DNS list bad\.test for IPv4 clients disabled/,
+        10_000,
+      );
+      // With every list disabled the greeting test still runs, and the
+      // client does not pass: the DNS list test was not done.
+      const client = await SmtpClient.open(port, "127.0.0.1", "127.0.0.51");
+      assert.deepEqual(await client.readReply(), [
+        "220-warden.example.com ESMTP Postfix",
+        "220 pass-test.localdomain ESMTP Postfix",
+      ]);
+      assert.match(
+        (await client.command("EHLO client.example.org"))[0] ?? "",
+        /^250-pass-test/,
+      );
+      client.destroy();
+      assert.equal(warden.grep(/PASS NEW/).length, 0);
+    } finally {
+      healthy = true;
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
   test("queries only the configured server", async () => {
     const before = responder.queries.length;
     const warden = startPostwarden(

@@ -5,6 +5,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "node:net";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { packageRoot } from "../../src/native.js";
 import { PostfixInstance } from "../support/postfix.js";
 import { PostwardenProcess } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
@@ -15,6 +18,7 @@ import { Server } from "../../src/server.js";
 import type { Logger } from "../../src/log/logger.js";
 
 requireRootAndPostfix();
+const run = promisify(execFile);
 
 let postfix: PostfixInstance;
 
@@ -139,6 +143,73 @@ describe("startup", () => {
       );
     } finally {
       assert.equal(await first.stop(), 0);
+    }
+  });
+});
+
+describe("check command", () => {
+  test("check prints values in effect", async () => {
+    const cli = join(packageRoot(), "dist", "src", "cli.js");
+    const { stdout } = await run(
+      "node",
+      [
+        cli,
+        "check",
+        "--config",
+        "/dev/null",
+        "-o",
+        "listen=127.0.0.1:2525",
+        "-o",
+        "myhostname=mx.example.com",
+      ],
+      {
+        timeout: 20_000,
+      },
+    );
+    const lines = stdout.split("\n");
+    assert.ok(lines.includes("listen = 127.0.0.1:2525"), stdout);
+    assert.ok(
+      lines.includes("greet_banner = mx.example.com ESMTP Postfix"),
+      stdout,
+    );
+    assert.ok(lines.includes("access_list = permit_mynetworks"), stdout);
+  });
+
+  test("missing pass socket warns at start", async () => {
+    const warden = PostwardenProcess.start({
+      args: [
+        "--config",
+        "/dev/null",
+        "--listen",
+        "127.0.0.1:0",
+        ...commonArgs(),
+        "--smtpd-pass-socket",
+        "/nonexistent/private/smtpd",
+      ],
+    });
+    try {
+      await warden.listeningPort();
+      await warden.waitForLog(
+        /warning: smtpd pass socket \/nonexistent\/private\/smtpd: not found \(is Postfix running/,
+      );
+    } finally {
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
+  test("SIGTERM right after start exits cleanly", async () => {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const warden = PostwardenProcess.start({
+        args: [
+          "--config",
+          "/dev/null",
+          "--listen",
+          "127.0.0.1:0",
+          ...commonArgs(),
+        ],
+      });
+      await warden.listeningPort();
+      assert.equal(await warden.stop(), 0, `attempt ${attempt}`);
     }
   });
 });

@@ -173,3 +173,46 @@ test("config missing file", () => {
     /cannot read configuration file/,
   );
 });
+
+test("config rejects unknown references", () => {
+  const problems = problemsOf({
+    listen: "127.0.0.1:25",
+    greet_banner: "$mail_nmae here",
+  });
+  assert.deepEqual(problems, [
+    "test.cf:2: greet_banner: unknown parameter $mail_nmae in the value",
+  ]);
+});
+
+test("config accepts stress expansion", () => {
+  const config = buildConfig(
+    settings({ listen: "127.0.0.1:25", greet_wait: "${stress?{2}:{6}}s" }),
+  );
+  assert.equal(config.greetWaitMs, 6000);
+});
+
+test("config rejects timers past 24 days", () => {
+  const problems = problemsOf({
+    listen: "127.0.0.1:25",
+    greet_wait: "25d",
+    dnsbl_health_check_interval: "4w",
+  });
+  assert.equal(problems.length, 2);
+  assert.ok(problems.every((problem) => /must be at most 24d/.test(problem)));
+  // Not a timer: a TTL may be long.
+  const config = buildConfig(
+    settings({ listen: "127.0.0.1:25", greet_ttl: "30d" }),
+  );
+  assert.equal(config.cache.greetTtlMs, 30 * 86_400_000);
+});
+
+test("config lists expanded parameters", () => {
+  const config = buildConfig(
+    settings({ listen: "127.0.0.1:25", myhostname: "mx.example.com" }),
+  );
+  assert.equal(config.parameters.greet_banner, "mx.example.com ESMTP Postfix");
+  assert.equal(
+    config.parameters.cache_map,
+    "lmdb:/var/lib/postwarden/verdict_cache",
+  );
+});

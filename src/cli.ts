@@ -7,7 +7,11 @@ import { ConfigError, loadConfig, type Config } from "./config/load.js";
 import type { Setting } from "./config/syntax.js";
 import { AddonLoadError, loadAddon } from "./native.js";
 import { StreamLogger } from "./log/logger.js";
-import { readInetProtocols } from "./postfix/inet-protocols.js";
+import {
+  readPostfixSettings,
+  type PostfixSettings,
+} from "./postfix/postconf.js";
+import { parseNetworkList } from "./access/network.js";
 import { Server } from "./server.js";
 import {
   CacheCliError,
@@ -92,27 +96,66 @@ function overridesFrom(options: CommonOptions): Setting[] {
   return settings;
 }
 
-function readConfig(options: CommonOptions, requireListen = true): Config {
+function readConfig(
+  options: CommonOptions,
+  requireListen = true,
+  baseSettings: Setting[] = [],
+): Config {
   // Without an explicit file, a missing default file means "all defaults",
   // so that command-line flags alone can run postwarden.
   return loadConfig(options.config, overridesFrom(options), {
     missingFileIsEmpty: options.config === DEFAULT_CONFIG,
     requireListen,
+    baseSettings,
   });
+}
+
+/**
+ * Reads the configuration with Postfix's myhostname and mynetworks as
+ * defaults, which the file and the command line override. Returns the
+ * configuration, what Postfix said, and warnings to log.
+ */
+async function readConfigWithPostfix(
+  options: CommonOptions,
+): Promise<{ config: Config; postfix: PostfixSettings; warnings: string[] }> {
+  const first = readConfig(options);
+  const postfix = await readPostfixSettings(first.postfixConfigDirectory);
+  const warnings: string[] = [];
+  if (postfix.families.assumedBecause !== undefined) {
+    warnings.push(
+      `${postfix.families.assumedBecause}; assuming smtpd accepts IPv4 and ` +
+        "IPv6 clients, and using postwarden's own myhostname and mynetworks",
+    );
+  }
+  const origin = {
+    file: `postconf -c ${first.postfixConfigDirectory}`,
+    line: 0,
+  };
+  const base: Setting[] = [];
+  if (postfix.myhostname !== undefined) {
+    base.push({ name: "myhostname", value: postfix.myhostname, origin });
+  }
+  if (postfix.mynetworks !== undefined) {
+    try {
+      parseNetworkList(postfix.mynetworks);
+      base.push({ name: "mynetworks", value: postfix.mynetworks, origin });
+    } catch (error) {
+      warnings.push(
+        `Postfix's mynetworks "${postfix.mynetworks}" is not a plain list of ` +
+          `networks (${(error as Error).message}); using postwarden's ` +
+          "default. Set mynetworks in postwarden's configuration",
+      );
+    }
+  }
+  return { config: readConfig(options, true, base), postfix, warnings };
 }
 
 async function run(options: CommonOptions): Promise<void> {
   const logger = new StreamLogger();
-  const config = readConfig(options);
+  const { config, postfix, warnings } = await readConfigWithPostfix(options);
   const addon = loadAddon();
-
-  const families = await readInetProtocols(config.postfixConfigDirectory);
-  if (families.assumedBecause !== undefined) {
-    logger.warning(
-      `${families.assumedBecause}; assuming smtpd accepts IPv4 and IPv6 ` +
-        "clients",
-    );
-  }
+  for (const warning of warnings) logger.warning(warning);
+  const families = postfix.families;
   const v6Listeners = config.listen.filter(({ host }) => host.includes(":"));
   if (v6Listeners.length > 0 && !families.ipv6) {
     throw new ConfigError([
@@ -177,8 +220,9 @@ function checkPassSocket(config: Config, logger: StreamLogger): void {
   }
 }
 
-function check(options: CommonOptions): void {
-  const config = readConfig(options);
+async function check(options: CommonOptions): Promise<void> {
+  const { config, warnings } = await readConfigWithPostfix(options);
+  for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
   const lines = Object.entries(config.parameters).map(
     ([name, value]) => `${name} = ${value}`,
   );
@@ -218,13 +262,7 @@ addCommonOptions(
   program
     .command("check")
     .description("validate the configuration and print the values in effect"),
-).action((options: CommonOptions) => {
-  try {
-    check(options);
-  } catch (error) {
-    fail(error);
-  }
-});
+).action((options: CommonOptions) => check(options).catch(fail));
 
 const cache = program
   .command("cache")

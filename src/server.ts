@@ -6,7 +6,7 @@ import type { Config } from "./config/load.js";
 import type { Addon, ListenerError, NativeListener } from "./native.js";
 import { RateLimitedWarning, type Logger } from "./log/logger.js";
 import { formatEndpoint } from "./log/format.js";
-import type { AddressFamilies } from "./postfix/inet-protocols.js";
+import type { AddressFamilies } from "./postfix/postconf.js";
 import { Session } from "./screen/session.js";
 import { DnsClient } from "./dnsbl/resolver.js";
 import { DnsblHealth } from "./dnsbl/health.js";

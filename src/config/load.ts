@@ -101,7 +101,12 @@ export class ConfigError extends Error {
 export function loadConfig(
   file: string,
   overrides: Setting[] = [],
-  options: { missingFileIsEmpty?: boolean; requireListen?: boolean } = {},
+  options: {
+    missingFileIsEmpty?: boolean;
+    requireListen?: boolean;
+    /** Settings that come before the file's, such as Postfix's values. */
+    baseSettings?: Setting[];
+  } = {},
 ): Config {
   let text: string;
   try {
@@ -122,7 +127,10 @@ export function loadConfig(
   } catch (error) {
     throw new ConfigError([(error as Error).message]);
   }
-  return buildConfig([...settings, ...overrides], options);
+  return buildConfig(
+    [...(options.baseSettings ?? []), ...settings, ...overrides],
+    options,
+  );
 }
 
 interface RawValue {

@@ -11,7 +11,7 @@ import type { Addon, NativeSocket } from "../native.js";
 import { READABLE } from "../native.js";
 import type { Logger } from "../log/logger.js";
 import { formatDelay, formatEndpoint } from "../log/format.js";
-import type { AddressFamilies } from "../postfix/inet-protocols.js";
+import type { AddressFamilies } from "../postfix/postconf.js";
 import { encodeAttributes } from "../handoff/attributes.js";
 import { Handoff, type PassFailure } from "../handoff/pass.js";
 import type { DnsblChecker, DnsblQuery } from "../dnsbl/checker.js";

@@ -87,6 +87,12 @@ async function passes(
   await warden.waitForLog(
     new RegExp(`PASS ${age} \\[${escaped}\\]:${client.localPort}$`),
   );
+  // The session counts as in progress until smtpd has taken the socket,
+  // and only a client's first concurrent connection reads the cache. Once
+  // smtpd logs the disconnect, the hand-off is long over.
+  await postfix.waitForLog(
+    new RegExp(`disconnect from unknown\\[${escaped}\\]:${client.localPort} `),
+  );
   return greeting;
 }
 

@@ -175,6 +175,31 @@ describe("check command", () => {
     assert.ok(lines.includes("access_list = permit_mynetworks"), stdout);
   });
 
+  test("check reads Postfix defaults", async () => {
+    const cli = join(packageRoot(), "dist", "src", "cli.js");
+    const { stdout } = await run(
+      "node",
+      [
+        cli,
+        "check",
+        "--config",
+        "/dev/null",
+        "-o",
+        "listen=127.0.0.1:2525",
+        "--postfix-config-directory",
+        postfix.configDirectory,
+      ],
+      { timeout: 20_000 },
+    );
+    const lines = stdout.split("\n");
+    assert.ok(lines.includes("myhostname = pass-test.localdomain"), stdout);
+    assert.ok(
+      lines.includes("greet_banner = pass-test.localdomain ESMTP Postfix"),
+      stdout,
+    );
+    assert.ok(lines.includes("mynetworks = 127.0.0.0/8 [::1]/128"), stdout);
+  });
+
   test("missing pass socket warns at start", async () => {
     const warden = PostwardenProcess.start({
       args: [

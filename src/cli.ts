@@ -53,6 +53,7 @@ function addCommonOptions(command: Command): Command {
     .addOption(
       new Option("--greet-action <action>", "pregreet action").choices([
         "ignore",
+        "enforce",
         "drop",
       ]),
     )

@@ -7,8 +7,17 @@
 
 export const RECORD_VERSION = 1;
 
-/** Test names; the deep tests are added by the dummy SMTP engine. */
-export type TestName = "pregreet" | "dnsbl";
+/** Test names: the early tests, then the dummy engine's deep tests. */
+export type TestName =
+  "pregreet" | "dnsbl" | "pipelining" | "nonSmtp" | "bareNewline";
+
+const TEST_NAMES: readonly string[] = [
+  "pregreet",
+  "dnsbl",
+  "pipelining",
+  "nonSmtp",
+  "bareNewline",
+];
 
 export interface CacheRecord {
   /** Expiry time of each passed test; absent or 0 means not passed. */
@@ -54,11 +63,11 @@ export function checkRecord(value: unknown): CacheRecord {
   }
   const checked: Partial<Record<TestName, number>> = {};
   for (const [name, expiry] of Object.entries(tests)) {
-    if (name !== "pregreet" && name !== "dnsbl") continue;
+    if (!TEST_NAMES.includes(name)) continue;
     if (typeof expiry !== "number" || !Number.isFinite(expiry) || expiry < 0) {
       throw new RecordFormatError(`invalid expiry time for ${name}`);
     }
-    checked[name] = expiry;
+    checked[name as TestName] = expiry;
   }
   return { tests: checked, updated };
 }

@@ -33,8 +33,32 @@ export interface ListenAddress {
   port: number;
 }
 
-export type GreetAction = "ignore" | "drop";
-export type TestAction = "ignore" | "drop";
+export type GreetAction = "ignore" | "enforce" | "drop";
+export type TestAction = "ignore" | "enforce" | "drop";
+
+export interface DeepTestConfig {
+  enabled: boolean;
+  action: TestAction;
+  ttlMs: number;
+}
+
+/** Settings of the dummy SMTP engine and its deep tests. */
+export interface EngineConfig {
+  pipelining: DeepTestConfig;
+  nonSmtp: DeepTestConfig;
+  bareNewline: DeepTestConfig;
+  /** Upper-case command words treated as non-SMTP. */
+  forbiddenCommands: string[];
+  commandCountLimit: number;
+  commandTimeLimitMs: number;
+  lineLengthLimit: number;
+  heloRequired: boolean;
+  disableVrfy: boolean;
+  /** Upper-case EHLO keywords not announced. */
+  discardEhloKeywords: string[];
+  /** Turns 5xx replies into 4xx. */
+  softBounce: boolean;
+}
 
 export interface DnsblConfig {
   /** One entry per query domain; empty when no lists are configured. */
@@ -79,6 +103,7 @@ export interface Config {
   dataDirectory: string;
   cache: CacheConfig;
   clientIpv6PrefixLength: number;
+  engine: EngineConfig;
   /** Remarks for the startup log about how settings were read. */
   notes: string[];
   /** Every parameter's value after $name expansion, for `check`. */
@@ -210,6 +235,16 @@ export function buildConfig(
     }
   };
 
+  const deepTest = (prefix: string): DeepTestConfig => ({
+    enabled: check(`${prefix}_enable`, parseBoolean),
+    action: check(`${prefix}_action`, (value) =>
+      checkChoice(spec(`${prefix}_action`), value),
+    ) as TestAction,
+    ttlMs: check(`${prefix}_ttl`, (value) =>
+      checkTime(spec(`${prefix}_ttl`), value),
+    ),
+  });
+
   const config: Config = {
     listen: check("listen", (value) =>
       value.trim() === "" && options.requireListen === false
@@ -281,6 +316,29 @@ export function buildConfig(
     clientIpv6PrefixLength: check("client_ipv6_prefix_length", (value) =>
       checkInteger(spec("client_ipv6_prefix_length"), value),
     ),
+    engine: {
+      pipelining: deepTest("pipelining"),
+      nonSmtp: deepTest("non_smtp_command"),
+      bareNewline: deepTest("bare_newline"),
+      forbiddenCommands: splitList(get("forbidden_commands")).map((word) =>
+        word.toUpperCase(),
+      ),
+      commandCountLimit: check("command_count_limit", (value) =>
+        checkInteger(spec("command_count_limit"), value),
+      ),
+      commandTimeLimitMs: check("command_time_limit", (value) =>
+        checkTime(spec("command_time_limit"), value),
+      ),
+      lineLengthLimit: check("line_length_limit", (value) =>
+        checkInteger(spec("line_length_limit"), value),
+      ),
+      heloRequired: check("helo_required", parseBoolean),
+      disableVrfy: check("disable_vrfy_command", parseBoolean),
+      discardEhloKeywords: splitList(get("discard_ehlo_keywords")).map((word) =>
+        word.toUpperCase(),
+      ),
+      softBounce: check("soft_bounce", parseBoolean),
+    },
     notes: [],
     parameters: Object.fromEntries(values),
     queueDirectory: check("queue_directory", requireAbsolute),

@@ -8,7 +8,6 @@
 // before close(), so the reply is not lost to a TCP reset.
 import type { Config } from "../config/load.js";
 import type { Addon, NativeSocket } from "../native.js";
-import { READABLE } from "../native.js";
 import type { Logger } from "../log/logger.js";
 import { formatDelay, formatEndpoint } from "../log/format.js";
 import type { AddressFamilies } from "../postfix/postconf.js";
@@ -25,6 +24,12 @@ import {
   type TestName,
 } from "../cache/record.js";
 import type { ClientCounts } from "../intake/client-counts.js";
+import { Socket as NodeSocket } from "node:net";
+import {
+  DummyEngine,
+  type DeepTest,
+  type EngineOutcome,
+} from "../engine/engine.js";
 
 export const REPLY_PROTOCOL_ERROR_DROP = "521 5.5.1 Protocol error\r\n";
 export const REPLY_DENYLIST_DROP =
@@ -38,9 +43,10 @@ export function dnsblDropReply(address: string, listName: string): string {
   return `521 5.7.1 Service unavailable; client [${address}] blocked using ${listName}\r\n`;
 }
 
-/** Time a client has to send its first command after a completed greeting. */
-const FIRST_COMMAND_TIMEOUT_MS = 10_000;
-const MAX_COMMAND_LINE = 2048;
+/** The dummy engine's RCPT reply to a client that has to come back. */
+const REPLY_COME_BACK = "450 4.3.2 Service currently unavailable\r\n";
+const REPLY_PROTOCOL_ERROR_ENFORCE = "550 5.5.1 Protocol error\r\n";
+const REPLY_DENYLIST_ENFORCE = "550 5.3.2 Service currently unavailable\r\n";
 
 export interface SessionContext {
   config: Config;
@@ -59,7 +65,7 @@ export interface Endpoint {
   port: number;
 }
 
-type Phase = "testing" | "passing" | "replying" | "ended";
+type Phase = "testing" | "passing" | "engine" | "ended";
 
 export class Session {
   private readonly startedAt = performance.now();
@@ -81,6 +87,12 @@ export class Session {
   private record: CacheRecord | undefined;
   private greetingTodo = false;
   private dnsblTodo = false;
+  private deepTodo = new Set<DeepTest>();
+  /** Tests passed in this session, stored when the session concludes. */
+  private passes: Partial<Record<TestName, number>> = {};
+  /** The 550 reply of a test failed with action enforce. */
+  private enforceReply: string | undefined;
+  private engine: DummyEngine | undefined;
 
   constructor(
     private readonly context: SessionContext,
@@ -127,7 +139,11 @@ export class Session {
         this.closeWithReply(REPLY_DENYLIST_DROP);
         return;
       }
-      this.failedIgnored = true;
+      if (config.denylistAction === "enforce") {
+        this.enforceReply = REPLY_DENYLIST_ENFORCE;
+      } else {
+        this.failedIgnored = true;
+      }
     }
 
     // Like postscreen, only a client's first concurrent connection reads
@@ -158,14 +174,28 @@ export class Session {
     const dnsblEnabled = dnsbl?.enabled === true;
     this.greetingTodo = greetingEnabled && !hasPassed(record, "pregreet", now);
     this.dnsblTodo = dnsblEnabled && !hasPassed(record, "dnsbl", now);
+    const engine = config.engine;
+    const deepEnabled: [DeepTest, boolean][] = [
+      ["pipelining", engine.pipelining.enabled],
+      ["nonSmtp", engine.nonSmtp.enabled],
+      ["bareNewline", engine.bareNewline.enabled],
+    ];
+    for (const [test, enabled] of deepEnabled) {
+      if (enabled && !hasPassed(record, test, now)) this.deepTodo.add(test);
+    }
 
-    const anyEnabled = greetingEnabled || dnsblEnabled;
+    const anyEnabled =
+      greetingEnabled ||
+      dnsblEnabled ||
+      deepEnabled.some(([, enabled]) => enabled);
     if (
       record !== undefined &&
       anyEnabled &&
       !this.greetingTodo &&
       !this.dnsblTodo &&
-      !this.failedIgnored
+      this.deepTodo.size === 0 &&
+      !this.failedIgnored &&
+      this.enforceReply === undefined
     ) {
       logger.info(`PASS OLD ${this.clientLabel}`);
       this.passToSmtpd();
@@ -187,9 +217,11 @@ export class Session {
    * still connecting finishes on its own, within its connect deadline.
    */
   shutdown(): void {
-    if (this.phase === "testing" || this.phase === "replying") {
+    if (this.phase === "testing") {
       this.stopEarlyTests();
       this.closeWithReply(REPLY_UNAVAILABLE);
+    } else if (this.phase === "engine") {
+      this.engine?.stop(REPLY_UNAVAILABLE);
     } else if (this.phase === "passing" && this.handoff?.sent === true) {
       this.handoff.finishNow();
     }
@@ -247,12 +279,15 @@ export class Session {
 
   private onPregreet(): void {
     if (this.phase !== "testing") return;
-    if (this.context.config.greetAction === "drop") {
+    const action = this.context.config.greetAction;
+    if (action === "drop") {
       this.stopEarlyTests();
       this.greeting?.finishLine();
       this.closeWithReply(REPLY_PROTOCOL_ERROR_DROP);
+    } else if (action === "enforce") {
+      this.enforceReply ??= REPLY_PROTOCOL_ERROR_ENFORCE;
     }
-    // With ignore, the wait goes on so that the DNS lists can answer.
+    // Otherwise the wait goes on so that the DNS lists can answer.
   }
 
   private onHangup(): void {
@@ -284,68 +319,163 @@ export class Session {
     this.stopEarlyTests();
     const { config, logger } = this.context;
     const now = Date.now();
-    const passes: Partial<Record<TestName, number>> = {};
 
     let dnsblTtlMs: number | undefined;
     if (this.dnsblQuery !== undefined) {
       const result = this.dnsblQuery.current();
       if (result.score >= config.dnsbl.threshold) {
         logger.info(`DNSBL rank ${result.score} for ${this.clientLabel}`);
+        const listName = result.listName ?? "unknown";
         if (config.dnsbl.action === "drop") {
           this.greeting?.finishLine();
-          this.closeWithReply(
-            dnsblDropReply(this.client.address, result.listName ?? "unknown"),
-          );
+          this.closeWithReply(dnsblDropReply(this.client.address, listName));
           return;
         }
-        // Action ignore: hand off, and test again next time.
-        this.failedIgnored = true;
+        if (config.dnsbl.action === "enforce") {
+          this.enforceReply ??= dnsblDropReply(
+            this.client.address,
+            listName,
+          ).replace(/^521/, "550");
+        } else {
+          // Action ignore: hand off, and test again next time.
+          this.failedIgnored = true;
+        }
       } else if (result.complete || this.allowlistedByDns) {
         // A failed lookup is no pass: the list is asked again next time.
         dnsblTtlMs = result.ttlSeconds * 1000;
-        passes.dnsbl = now + dnsblTtlMs;
+        this.passes.dnsbl = now + dnsblTtlMs;
       }
     }
 
     if (this.greeting?.pregreeted === true) {
-      // Action ignore (drop ended the session already): test again later.
-      this.failedIgnored = true;
+      // Action ignore or enforce (drop ended the session already).
+      if (config.greetAction === "ignore") this.failedIgnored = true;
     } else if (this.greetingTodo) {
-      // An allowlist score stands in for the greeting test, for as long as
-      // the DNS answer lives.
+      // An allowlist score replaces the greeting test, for as long as the
+      // DNS answer lives.
       const ttl =
         this.allowlistedByDns && dnsblTtlMs !== undefined
           ? dnsblTtlMs
           : config.cache.greetTtlMs;
-      passes.pregreet = now + ttl;
+      this.passes.pregreet = now + ttl;
     }
 
-    const allPassed =
-      (!this.greetingTodo || passes.pregreet !== undefined) &&
-      (!this.dnsblTodo || passes.dnsbl !== undefined);
-    if (!this.failedIgnored && !this.vetoed) {
-      if (allPassed) {
-        const age = this.record === undefined ? "NEW" : "OLD";
-        logger.info(`PASS ${age} ${this.clientLabel}`);
-      }
-      if (Object.keys(passes).length > 0) {
-        this.context.cache?.store(
-          this.key,
-          withPasses(this.record, passes, now),
-        );
-      }
+    if (this.allowlistedByDns) {
+      // An allowlisted client skips the deep tests too.
+      this.deepTodo.clear();
+    }
+    if (this.enforceReply !== undefined) {
+      // As postscreen does, a failed client goes through every enabled
+      // deep test, so that its log shows all it did wrong.
+      const engine = config.engine;
+      if (engine.pipelining.enabled) this.deepTodo.add("pipelining");
+      if (engine.nonSmtp.enabled) this.deepTodo.add("nonSmtp");
+      if (engine.bareNewline.enabled) this.deepTodo.add("bareNewline");
     }
     this.conclude();
   }
 
+  /** True when every test to do in this session has passed. */
+  private allPassed(): boolean {
+    if (this.failedIgnored || this.vetoed || this.enforceReply !== undefined) {
+      return false;
+    }
+    return (
+      (!this.greetingTodo || this.passes.pregreet !== undefined) &&
+      (!this.dnsblTodo || this.passes.dnsbl !== undefined) &&
+      [...this.deepTodo].every((test) => this.passes[test] !== undefined)
+    );
+  }
+
+  /** Logs PASS NEW or PASS OLD when all passed, and updates the cache. */
+  private recordVerdict(): void {
+    const passed = this.allPassed();
+    if (passed) {
+      const age = this.record === undefined ? "NEW" : "OLD";
+      this.context.logger.info(`PASS ${age} ${this.clientLabel}`);
+    }
+    // A failed test, even with action ignore, records nothing as passed.
+    const failed =
+      this.failedIgnored || this.vetoed || this.enforceReply !== undefined;
+    if (!failed && Object.keys(this.passes).length > 0) {
+      this.context.cache?.store(
+        this.key,
+        withPasses(this.record, this.passes, Date.now()),
+      );
+    }
+  }
+
   private conclude(): void {
     this.greeting?.finishLine();
-    if (this.vetoed) {
-      // postscreen passes no client that came in on a backup MX address.
-      this.answerAfterGreeting(REPLY_UNAVAILABLE, REPLY_UNAVAILABLE);
+    const noForward = this.vetoed || this.enforceReply !== undefined;
+    if (noForward || this.deepTodo.size > 0) {
+      this.startEngine({
+        rcptReply: this.enforceReply ?? REPLY_COME_BACK,
+      });
       return;
     }
+    this.recordVerdict();
     this.passToSmtpd();
+  }
+
+  /** The shortest TTL, for a deep test failed with action ignore. */
+  private minTtlMs(): number {
+    const { config } = this.context;
+    return Math.min(
+      config.cache.greetTtlMs,
+      config.dnsbl.minTtlSeconds * 1000,
+      config.engine.pipelining.ttlMs,
+      config.engine.nonSmtp.ttlMs,
+      config.engine.bareNewline.ttlMs,
+    );
+  }
+
+  /**
+   * Gives the client to the dummy SMTP engine: the addon lets go of the
+   * descriptor and a Node socket adopts it in the same tick, so the bytes
+   * the client sent early are still unread and become the first input.
+   */
+  private startEngine(options: {
+    rcptReply: string;
+    firstCommandReply?: string;
+  }): void {
+    const { config, logger } = this.context;
+    this.phase = "engine";
+    const fd = this.socket.release();
+    const socket = new NodeSocket({ fd, readable: true, writable: true });
+    this.engine = new DummyEngine(
+      socket,
+      {
+        config,
+        logger,
+        clientAddress: this.client.address,
+        clientLabel: this.clientLabel,
+        // postscreen greets again unless the pregreet is enforced.
+        greet: !(
+          this.greeting?.pregreeted === true && config.greetAction === "enforce"
+        ),
+        rcptReply: options.rcptReply,
+        todo:
+          options.firstCommandReply === undefined ? this.deepTodo : new Set(),
+        ...(options.firstCommandReply === undefined
+          ? {}
+          : { firstCommandReply: options.firstCommandReply }),
+        minTtlMs: this.minTtlMs(),
+      },
+      (outcome) =>
+        this.onEngineDone(outcome, options.firstCommandReply !== undefined),
+    );
+    this.engine.start();
+  }
+
+  private onEngineDone(outcome: EngineOutcome, handoffFailed: boolean): void {
+    if (!handoffFailed) {
+      Object.assign(this.passes, outcome.passes);
+      if (outcome.failed) this.enforceReply ??= REPLY_PROTOCOL_ERROR_ENFORCE;
+      this.recordVerdict();
+    }
+    this.context.logger.info(`DISCONNECT ${this.clientLabel}`);
+    this.end();
   }
 
   private passToSmtpd(): void {
@@ -411,10 +541,10 @@ export class Session {
   }
 
   /**
-   * Replies to a client that is not handed off, as postscreen does: before
-   * any teaser, `immediateReply` at once; after a "220-" teaser, finish the
-   * greeting and send `afterCommandReply` after the first command, so the
-   * client reads a well-formed dialogue.
+   * Replies to a client that cannot be handed off, as postscreen does:
+   * before any teaser, `immediateReply` at once; after a "220-" teaser, the
+   * dummy engine finishes the greeting and answers the first command with
+   * `afterCommandReply`, so that the client reads a well-formed dialogue.
    */
   private answerAfterGreeting(
     immediateReply: string,
@@ -424,36 +554,9 @@ export class Session {
       this.closeWithReply(immediateReply);
       return;
     }
-    this.phase = "replying";
-    this.send(`220 ${this.context.config.smtpdBanner}\r\n`);
-    this.timer = setTimeout(
-      () => this.closeWithReply(afterCommandReply),
-      FIRST_COMMAND_TIMEOUT_MS,
-    );
-    this.awaitFirstCommand(0, afterCommandReply);
-  }
-
-  private awaitFirstCommand(received: number, reply: string): void {
-    this.socket.watch(READABLE, (status) => {
-      if (this.phase !== "replying") return;
-      let data: Buffer | null;
-      try {
-        data = status < 0 ? Buffer.alloc(0) : this.socket.read(4096);
-      } catch {
-        data = Buffer.alloc(0);
-      }
-      if (data === null) {
-        this.awaitFirstCommand(received, reply);
-        return;
-      }
-      const total = received + data.length;
-      if (data.length === 0) {
-        this.closeWithReply(undefined);
-      } else if (data.includes(0x0a) || total >= MAX_COMMAND_LINE) {
-        this.closeWithReply(reply);
-      } else {
-        this.awaitFirstCommand(total, reply);
-      }
+    this.startEngine({
+      rcptReply: afterCommandReply,
+      firstCommandReply: afterCommandReply,
     });
   }
 

@@ -207,13 +207,22 @@ describe("access list", () => {
     try {
       const port = await warden.listeningPort();
       const client = await SmtpClient.open(port);
+      // The dummy engine talks to the client but never hands it off.
       assert.deepEqual(await client.readReply(5000), [
         "220-warden.example.com ESMTP Postfix",
         "220 warden.example.com ESMTP Postfix",
       ]);
-      assert.deepEqual(await client.command("EHLO client.example.org"), [
-        "421 4.3.2 Service currently unavailable",
+      assert.equal(
+        (await client.command("EHLO client.example.org"))[0],
+        "250-warden.example.com",
+      );
+      assert.deepEqual(await client.command("MAIL FROM:<a@example.org>"), [
+        "250 2.1.0 Ok",
       ]);
+      assert.deepEqual(await client.command("RCPT TO:<b@example.net>"), [
+        "450 4.3.2 Service currently unavailable",
+      ]);
+      assert.deepEqual(await client.command("QUIT"), ["221 2.0.0 Bye"]);
       await client.waitForEnd();
       const label = `\\[127\\.0\\.0\\.1\\]:${client.localPort}`;
       await warden.waitForLog(new RegExp(`ALLOWLIST VETO ${label}$`));

@@ -94,24 +94,33 @@ test("config rejects unknown parameter", () => {
 test("config rejects unsupported postscreen parameter", () => {
   const problems = problemsOf({
     listen: "127.0.0.1:25",
-    postscreen_pipelining_enable: "yes",
+    postscreen_upstream_proxy_protocol: "haproxy",
   });
   assert.equal(problems.length, 1);
   assert.match(
     problems[0] ?? "",
-    /^test\.cf:2: postscreen_pipelining_enable: .*not supported/,
+    /^test\.cf:2: postscreen_upstream_proxy_protocol: .*not supported/,
   );
 });
 
-test("config rejects enforce until engine exists", () => {
-  const problems = problemsOf({
-    listen: "127.0.0.1:25",
-    postscreen_greet_action: "enforce",
-  });
-  assert.match(
-    problems[0] ?? "",
-    /^test\.cf:2: postscreen_greet_action: .*dummy SMTP engine/,
+test("config accepts enforce actions", () => {
+  const config = buildConfig(
+    settings({
+      listen: "127.0.0.1:25",
+      postscreen_greet_action: "enforce",
+      postscreen_dnsbl_action: "enforce",
+      postscreen_blacklist_action: "enforce",
+      postscreen_pipelining_enable: "yes",
+    }),
   );
+  assert.equal(config.greetAction, "enforce");
+  assert.equal(config.dnsbl.action, "enforce");
+  assert.equal(config.denylistAction, "enforce");
+  assert.equal(config.engine.pipelining.enabled, true);
+  assert.equal(config.engine.pipelining.action, "enforce");
+  assert.equal(config.engine.nonSmtp.action, "drop");
+  assert.equal(config.engine.bareNewline.action, "ignore");
+  assert.equal(config.engine.pipelining.ttlMs, 30 * 86_400_000);
 });
 
 test("config rejects invalid values", () => {
@@ -163,7 +172,7 @@ test("config file with line numbers", () => {
     (error: unknown) =>
       error instanceof ConfigError &&
       error.problems[0] ===
-        `${file}:4: greet_action: invalid value "maybe": expected one of ignore, drop`,
+        `${file}:4: greet_action: invalid value "maybe": expected one of ignore, enforce, drop`,
   );
 });
 

@@ -190,9 +190,10 @@ Napi::Value Socket::Read(const Napi::CallbackInfo& info) {
 Napi::Value Socket::Discard(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env, "recv");
-  char buffer[4096];
+  char buffer[16384];
   double total = 0;
-  for (int rounds = 0; rounds < 64; rounds++) {
+  // At most 4 MiB per call, so one client cannot hold the loop for long.
+  for (int rounds = 0; rounds < 256; rounds++) {
     ssize_t n = recv(fd_, buffer, sizeof(buffer), MSG_DONTWAIT);
     if (n > 0) {
       total += n;

@@ -184,6 +184,11 @@ async function run(options: CommonOptions): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  // SIGHUP would end the process by default; reloading is not supported
+  // yet, so it is logged and ignored.
+  process.on("SIGHUP", () =>
+    logger.warning("SIGHUP ignored: configuration reload is not supported yet"),
+  );
 
   server.start();
   for (const note of config.notes) logger.info(`note: ${note}`);

@@ -57,6 +57,9 @@ export class LocalStore {
    * for a value that is not a record of this version.
    */
   get(key: string): LocalEntry | undefined {
+    // A fresh read transaction: the cached one may predate our own last
+    // commit, or a delete by the cache CLI in another process.
+    if (!this.pending.has(key)) this.db.resetReadTxn();
     const text = this.pending.has(key)
       ? this.pending.get(key)
       : this.db.get(key);

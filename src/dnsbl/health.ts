@@ -15,6 +15,12 @@ const TEST_POINTS: Record<Family, { listed: string; unlisted: string }> = {
   6: { listed: "::ffff:7f00:2", unlisted: "::ffff:7f00:1" },
 };
 
+/** The first few answers and a count, to keep a log line short. */
+function summarize(answers: readonly string[]): string {
+  const shown = answers.slice(0, 3).join(" ");
+  return answers.length > 3 ? `${shown} and ${answers.length - 3} more` : shown;
+}
+
 const FAMILY_NAMES: Record<Family, string> = { 4: "IPv4", 6: "IPv6" };
 
 export class DnsblHealth {
@@ -97,14 +103,14 @@ export class DnsblHealth {
     );
     if (valid.length === 0) {
       return (
-        `test point ${points.listed} answered ${listed.answers.join(" ")}, ` +
+        `test point ${points.listed} answered ${summarize(listed.answers)}, ` +
         "not a listing (an error code or an answer outside 127.0.0.0/8)"
       );
     }
     if (unlisted.kind === "listed") {
       return (
         `test point ${points.unlisted} is listed ` +
-        `(${unlisted.answers.join(" ")}): the list answers for everything`
+        `(${summarize(unlisted.answers)}): the list answers for everything`
       );
     }
     if (unlisted.kind === "error") {

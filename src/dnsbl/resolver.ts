@@ -71,10 +71,11 @@ export class DnsClient {
     servers: readonly string[],
     private readonly timeoutMs: number,
   ) {
-    // c-ares retries a lost UDP query; the overall deadline is ours.
+    // c-ares doubles the timeout on each try, so two tries of a third
+    // each end at the deadline and its sockets do not outlive it.
     this.resolver = new Resolver({
-      timeout: Math.max(250, Math.floor(timeoutMs / 3)),
-      tries: 3,
+      timeout: Math.max(100, Math.floor(timeoutMs / 3)),
+      tries: 2,
     });
     if (servers.length > 0) this.resolver.setServers([...servers]);
   }

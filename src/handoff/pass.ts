@@ -31,6 +31,11 @@ export interface PassCallbacks {
   onSent(failure: PassFailure | undefined): void;
   /** smtpd closed the channel (timedOut false) or the wait ended. */
   onFinished(timedOut: boolean): void;
+  /**
+   * smtpd reset the channel with our bytes unread, so it may not have taken
+   * the client: the client socket is left open for the caller to answer.
+   */
+  onUnread(): void;
 }
 
 function timeoutError(syscall: string): NodeJS.ErrnoException {
@@ -161,18 +166,23 @@ export class Handoff {
     if (channel === undefined || this.state !== "waiting") return;
     channel.watch(READABLE, (status) => {
       if (this.state !== "waiting") return;
-      if (status < 0) {
-        this.finish(false);
-        return;
-      }
       try {
         const data = channel.read(4096);
-        if (data !== null && data.length === 0) {
+        if (status < 0 || (data !== null && data.length === 0)) {
           this.finish(false);
           return;
         }
-      } catch {
-        // ECONNRESET: smtpd closed with our bytes unread; it is done too.
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ECONNRESET") {
+          // smtpd reads everything it is sent before it closes, so a reset
+          // means our bytes were not read, and perhaps not the descriptor.
+          this.state = "done";
+          clearTimeout(this.timer);
+          channel.close();
+          this.channel = undefined;
+          this.callbacks.onUnread();
+          return;
+        }
         this.finish(false);
         return;
       }

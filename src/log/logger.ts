@@ -34,16 +34,48 @@ function syslogTimestamp(date: Date): string {
 }
 
 /** A logger that writes lines to a stream, stderr by default. */
+/** Bytes of log lines that may wait for a slow reader before lines drop. */
+const MAX_PENDING_LOG_BYTES = 1 << 20;
+
+/**
+ * Writes log lines to stderr. A reader that stops reading makes lines
+ * drop (and counts them) instead of filling memory; a reader that goes
+ * away (EPIPE) stops the logging, never the daemon.
+ */
+function stderrWriter(): (line: string) => void {
+  let broken = false;
+  let dropped = 0;
+  process.stderr.on("error", () => {
+    broken = true;
+  });
+  return (line) => {
+    if (broken) return;
+    if (process.stderr.writableLength > MAX_PENDING_LOG_BYTES) {
+      dropped++;
+      return;
+    }
+    if (dropped > 0) {
+      process.stderr.write(
+        `${line.slice(0, line.indexOf(": ") + 2)}warning: ${dropped} log ` +
+          "lines dropped: the log reader is too slow\n",
+      );
+      dropped = 0;
+    }
+    process.stderr.write(line);
+  };
+}
+
 export class StreamLogger implements Logger {
   private readonly prefix: string;
+  private readonly write: (line: string) => void;
 
   constructor(
     program = "postfix/postwarden",
-    private readonly write: (line: string) => void = (line) =>
-      process.stderr.write(line),
+    write: ((line: string) => void) | undefined = undefined,
   ) {
     const host = hostname().split(".")[0] ?? "localhost";
     this.prefix = ` ${host} ${program}[${process.pid}]: `;
+    this.write = write ?? stderrWriter();
   }
 
   info(message: string): void {

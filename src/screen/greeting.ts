@@ -12,8 +12,8 @@ import { READABLE, type NativeSocket } from "../native.js";
 import type { Logger } from "../log/logger.js";
 import { escapeForLog, formatDelay } from "../log/format.js";
 
-/** Bytes peeked to detect and log a pregreet, as postscreen reads. */
-const PEEK_SIZE = 1024;
+/** Bytes peeked to detect and log a pregreet: postscreen peeks 1023. */
+const PEEK_SIZE = 1023;
 
 export interface GreetingEvents {
   /** The client spoke before its turn (logged already). */

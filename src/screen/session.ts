@@ -219,6 +219,8 @@ export class Session {
   shutdown(): void {
     if (this.phase === "testing") {
       this.stopEarlyTests();
+      // A stuttered teaser may be mid-line; the 421 needs a line of its own.
+      this.greeting?.finishLine();
       this.closeWithReply(REPLY_UNAVAILABLE);
     } else if (this.phase === "engine") {
       this.engine?.stop(REPLY_UNAVAILABLE);
@@ -509,6 +511,13 @@ export class Session {
       {
         onSent: (failure) => this.onHandoffSent(failure),
         onFinished: (timedOut) => this.onHandoffFinished(timedOut),
+        onUnread: () => {
+          this.context.logger.warning(
+            `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
+              "the connection was reset with the attributes unread",
+          );
+          this.answerAfterGreeting(REPLY_NO_RESOURCES, REPLY_NO_RESOURCES);
+        },
       },
     );
   }

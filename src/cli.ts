@@ -101,6 +101,7 @@ function readConfig(
   options: CommonOptions,
   requireListen = true,
   baseSettings: Setting[] = [],
+  stress = false,
 ): Config {
   // Without an explicit file, a missing default file means "all defaults",
   // so that command-line flags alone can run postwarden.
@@ -108,6 +109,7 @@ function readConfig(
     missingFileIsEmpty: options.config === DEFAULT_CONFIG,
     requireListen,
     baseSettings,
+    stress,
   });
 }
 
@@ -116,9 +118,12 @@ function readConfig(
  * defaults, which the file and the command line override. Returns the
  * configuration, what Postfix said, and warnings to log.
  */
-async function readConfigWithPostfix(
-  options: CommonOptions,
-): Promise<{ config: Config; postfix: PostfixSettings; warnings: string[] }> {
+async function readConfigWithPostfix(options: CommonOptions): Promise<{
+  config: Config;
+  stressConfig: Config;
+  postfix: PostfixSettings;
+  warnings: string[];
+}> {
   const first = readConfig(options);
   const postfix = await readPostfixSettings(first.postfixConfigDirectory);
   const warnings: string[] = [];
@@ -148,12 +153,18 @@ async function readConfigWithPostfix(
       );
     }
   }
-  return { config: readConfig(options, true, base), postfix, warnings };
+  return {
+    config: readConfig(options, true, base),
+    stressConfig: readConfig(options, true, base, true),
+    postfix,
+    warnings,
+  };
 }
 
 async function run(options: CommonOptions): Promise<void> {
   const logger = new StreamLogger();
-  const { config, postfix, warnings } = await readConfigWithPostfix(options);
+  const { config, stressConfig, postfix, warnings } =
+    await readConfigWithPostfix(options);
   const addon = loadAddon();
   for (const warning of warnings) logger.warning(warning);
   const families = postfix.families;
@@ -168,7 +179,7 @@ async function run(options: CommonOptions): Promise<void> {
   }
 
   checkPassSocket(config, logger);
-  const server = new Server(config, addon, logger, families);
+  const server = new Server(config, addon, logger, families, stressConfig);
 
   // Signal handlers first: a SIGTERM right after "listening on" must still
   // stop cleanly.

@@ -13,6 +13,7 @@ import { DnsblHealth } from "./dnsbl/health.js";
 import { DnsblChecker } from "./dnsbl/checker.js";
 import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
+import { ConnectionRates, Load } from "./intake/load.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -31,6 +32,8 @@ export class Server {
   private readonly dnsblHealth: DnsblHealth | undefined;
   private readonly cache: VerdictCache | undefined;
   private readonly counts = new ClientCounts();
+  private readonly load: Load;
+  private readonly rates: ConnectionRates;
   private cleanupTimer: NodeJS.Timeout | undefined;
   private stopping = false;
 
@@ -39,7 +42,13 @@ export class Server {
     private readonly addon: Addon,
     private readonly logger: Logger,
     private readonly families: AddressFamilies,
+    /** The configuration with ${stress} set, used in stress mode. */
+    private readonly stressConfig: Config = config,
   ) {
+    this.load = new Load(config.limits.preQueueLimit, logger);
+    this.rates = new ConnectionRates(
+      config.limits.clientConnectionRateTimeUnitMs,
+    );
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
     if (config.cache.settings !== undefined) {
       this.cache = VerdictCache.open(config.cache.settings, logger);
@@ -86,13 +95,15 @@ export class Server {
           (socket, clientAddress, clientPort, serverAddress, serverPort) => {
             const session = new Session(
               {
-                config: this.config,
+                config: this.load.stress ? this.stressConfig : this.config,
                 addon: this.addon,
                 logger: this.logger,
                 families: this.families,
                 dnsbl: this.dnsbl,
                 cache: this.cache,
                 counts: this.counts,
+                rates: this.rates,
+                load: this.load,
                 onEnded: (ended) => this.sessions.delete(ended),
               },
               socket,

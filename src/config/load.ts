@@ -73,6 +73,15 @@ export interface DnsblConfig {
   healthCheckIntervalMs: number;
 }
 
+/** Load limits; 0 turns a per-client limit off. */
+export interface LimitsConfig {
+  preQueueLimit: number;
+  postQueueLimit: number;
+  clientConnectionCountLimit: number;
+  clientConnectionRateLimit: number;
+  clientConnectionRateTimeUnitMs: number;
+}
+
 export interface CacheConfig {
   /** Undefined when cache_map is empty: no cache at all. */
   settings: CacheSettings | undefined;
@@ -104,6 +113,9 @@ export interface Config {
   cache: CacheConfig;
   clientIpv6PrefixLength: number;
   engine: EngineConfig;
+  limits: LimitsConfig;
+  /** True in the configuration used under stress (${stress} is "yes"). */
+  stress: boolean;
   /** Remarks for the startup log about how settings were read. */
   notes: string[];
   /** Every parameter's value after $name expansion, for `check`. */
@@ -131,6 +143,8 @@ export function loadConfig(
     requireListen?: boolean;
     /** Settings that come before the file's, such as Postfix's values. */
     baseSettings?: Setting[];
+    /** Builds the configuration used under stress. */
+    stress?: boolean;
   } = {},
 ): Config {
   let text: string;
@@ -167,7 +181,7 @@ interface RawValue {
 /** Builds and validates the configuration from settings in order. */
 export function buildConfig(
   settings: Setting[],
-  options: { requireListen?: boolean } = {},
+  options: { requireListen?: boolean; stress?: boolean } = {},
 ): Config {
   const problems: string[] = [];
   const raw = new Map<string, RawValue>();
@@ -195,8 +209,9 @@ export function buildConfig(
   );
   const unknownNames = new Set<string>();
   const lookup = (name: string): string | undefined => {
-    // "stress" is postscreen's load flag, undefined outside stress mode.
-    if (!defaults.has(name) && name !== "stress") unknownNames.add(name);
+    // "stress" is postscreen's load flag: "yes" under stress, else empty.
+    if (name === "stress") return options.stress === true ? "yes" : "";
+    if (!defaults.has(name)) unknownNames.add(name);
     return raw.get(name)?.value ?? defaults.get(name);
   };
 
@@ -339,6 +354,27 @@ export function buildConfig(
       ),
       softBounce: check("soft_bounce", parseBoolean),
     },
+    limits: {
+      preQueueLimit: check("pre_queue_limit", (value) =>
+        checkInteger(spec("pre_queue_limit"), value),
+      ),
+      postQueueLimit: check("post_queue_limit", (value) =>
+        checkInteger(spec("post_queue_limit"), value),
+      ),
+      clientConnectionCountLimit: check(
+        "client_connection_count_limit",
+        (value) => checkInteger(spec("client_connection_count_limit"), value),
+      ),
+      clientConnectionRateLimit: check(
+        "client_connection_rate_limit",
+        (value) => checkInteger(spec("client_connection_rate_limit"), value),
+      ),
+      clientConnectionRateTimeUnitMs: check(
+        "client_connection_rate_time_unit",
+        (value) => checkTime(spec("client_connection_rate_time_unit"), value),
+      ),
+    },
+    stress: options.stress === true,
     notes: [],
     parameters: Object.fromEntries(values),
     queueDirectory: check("queue_directory", requireAbsolute),

@@ -24,6 +24,7 @@ import {
   type TestName,
 } from "../cache/record.js";
 import type { ClientCounts } from "../intake/client-counts.js";
+import type { ConnectionRates, Load } from "../intake/load.js";
 import { Socket as NodeSocket } from "node:net";
 import {
   DummyEngine,
@@ -37,6 +38,9 @@ export const REPLY_DENYLIST_DROP =
 export const REPLY_PORTS_BUSY = "421 4.3.2 All server ports are busy\r\n";
 export const REPLY_NO_RESOURCES = "421 4.3.2 No system resources\r\n";
 export const REPLY_UNAVAILABLE = "421 4.3.2 Service currently unavailable\r\n";
+export const REPLY_TOO_MANY = "421 4.7.0 Error: too many connections\r\n";
+export const REPLY_SCREENING_BUSY =
+  "421 4.3.2 All screening ports are busy\r\n";
 
 /** The reply to a client whose DNS list score reached the threshold. */
 export function dnsblDropReply(address: string, listName: string): string {
@@ -56,6 +60,8 @@ export interface SessionContext {
   dnsbl: DnsblChecker | undefined;
   cache: VerdictCache | undefined;
   counts: ClientCounts;
+  rates: ConnectionRates;
+  load: Load;
   /** Called once, when the session no longer owns the client socket. */
   onEnded(session: Session): void;
 }
@@ -70,7 +76,7 @@ type Phase = "testing" | "passing" | "engine" | "ended";
 export class Session {
   private readonly startedAt = performance.now();
   private readonly clientLabel: string;
-  private phase: Phase = "testing";
+  private currentPhase: Phase = "testing";
   private greeting: GreetingTest | undefined;
   private dnsblQuery: DnsblQuery | undefined;
   private handoff: Handoff | undefined;
@@ -104,7 +110,18 @@ export class Session {
     this.key = clientKey(client.address, context.config.clientIpv6PrefixLength);
   }
 
+  private get phase(): Phase {
+    return this.currentPhase;
+  }
+
+  /** Moves to `next`, keeping the load counters right. */
+  private set phase(next: Phase) {
+    this.context.load.change(this.currentPhase, next);
+    this.currentPhase = next;
+  }
+
   start(): void {
+    this.context.load.change(undefined, "testing");
     const { logger, config, families } = this.context;
     logger.info(
       `CONNECT from ${this.clientLabel} to ` +
@@ -112,6 +129,39 @@ export class Session {
     );
     const concurrent = this.context.counts.add(this.key);
     this.counted = true;
+
+    // Limits come first, as in postscreen: a permitted client is limited
+    // too, because one address (a NAT gateway, a scanner) is still one host
+    // whose connections hold slots that everyone else needs.
+    const limits = config.limits;
+    if (
+      limits.clientConnectionCountLimit > 0 &&
+      concurrent > limits.clientConnectionCountLimit
+    ) {
+      logger.info(
+        `NOQUEUE: reject: CONNECT from ${this.clientLabel}: too many connections`,
+      );
+      this.closeWithReply(REPLY_TOO_MANY);
+      return;
+    }
+    if (
+      limits.clientConnectionRateLimit > 0 &&
+      this.context.rates.add(this.key) > limits.clientConnectionRateLimit
+    ) {
+      logger.info(
+        `NOQUEUE: reject: CONNECT from ${this.clientLabel}: too many ` +
+          `connections per ${limits.clientConnectionRateTimeUnitMs / 1000}s`,
+      );
+      this.closeWithReply(REPLY_TOO_MANY);
+      return;
+    }
+    if (this.context.load.waiting >= limits.postQueueLimit) {
+      logger.info(
+        `NOQUEUE: reject: CONNECT from ${this.clientLabel}: all server ports busy`,
+      );
+      this.closeWithReply(REPLY_PORTS_BUSY);
+      return;
+    }
 
     const isIPv6 = this.client.address.includes(":");
     if ((isIPv6 && !families.ipv6) || (!isIPv6 && !families.ipv4)) {
@@ -206,6 +256,16 @@ export class Session {
     if (!config.allowlistInterfaces.allows(this.server.address)) {
       logger.info(`${words}LIST VETO ${this.clientLabel}`);
       this.vetoed = true;
+    }
+
+    // This session is under test already, so the others number one less.
+    if (this.context.load.underTest - 1 >= config.limits.preQueueLimit) {
+      // The source writes this line without NOQUEUE; log parsers rely on it.
+      logger.info(
+        `reject: connect from ${this.clientLabel}: all screening ports busy`,
+      );
+      this.closeWithReply(REPLY_SCREENING_BUSY);
+      return;
     }
 
     this.startEarlyTests();
@@ -523,7 +583,13 @@ export class Session {
   }
 
   private onHandoffSent(failure: PassFailure | undefined): void {
-    if (failure === undefined) return;
+    if (failure === undefined) {
+      // smtpd has the client now, and limits it itself: it no longer counts
+      // as this client's connection in progress here. Waiting for smtpd to
+      // close the channel would race with the client's next connection.
+      this.releaseCount();
+      return;
+    }
     const service = this.context.config.smtpdServiceLabel;
     const reason = describeError(failure.error);
     if (failure.stage === "connect") {
@@ -591,14 +657,18 @@ export class Session {
     this.end();
   }
 
-  private end(): void {
-    if (this.phase === "ended") return;
-    this.phase = "ended";
-    clearTimeout(this.timer);
+  private releaseCount(): void {
     if (this.counted) {
       this.counted = false;
       this.context.counts.remove(this.key);
     }
+  }
+
+  private end(): void {
+    if (this.phase === "ended") return;
+    this.phase = "ended";
+    clearTimeout(this.timer);
+    this.releaseCount();
     this.context.onEnded(this);
   }
 }

@@ -86,6 +86,14 @@ async function startPostwarden(
       // tests ("PASS OLD"), but every attack here needs first-contact clients.
       "-o",
       "cache_map=",
+      // The attacks come from few addresses in large numbers; the load
+      // limits have tests of their own.
+      "-o",
+      "client_connection_count_limit=0",
+      "-o",
+      "pre_queue_limit=100000",
+      "-o",
+      "post_queue_limit=100000",
       ...extra,
     ],
   });

@@ -1,0 +1,79 @@
+// Sessions in progress, by what they wait for, and postscreen's stress
+// mode. A session is "under test" while postwarden screens it (greeting
+// wait or dummy engine) and "waiting" while smtpd has not yet taken its
+// hand-off. Stress starts when all sessions reach 90% of pre_queue_limit
+// and ends at 70%; new sessions then use the stress settings.
+import type { Logger } from "../log/logger.js";
+
+export type LoadPhase = "testing" | "engine" | "passing" | "ended";
+
+export class Load {
+  underTest = 0;
+  waiting = 0;
+  private stressed = false;
+
+  constructor(
+    private readonly preQueueLimit: number,
+    private readonly logger: Logger,
+  ) {}
+
+  get stress(): boolean {
+    return this.stressed;
+  }
+
+  get total(): number {
+    return this.underTest + this.waiting;
+  }
+
+  /** Moves one session from phase `from` to phase `to`. */
+  change(from: LoadPhase | undefined, to: LoadPhase): void {
+    if (from === to) return;
+    if (from === "testing" || from === "engine") this.underTest--;
+    if (from === "passing") this.waiting--;
+    if (to === "testing" || to === "engine") this.underTest++;
+    if (to === "passing") this.waiting++;
+    this.checkStress();
+  }
+
+  private checkStress(): void {
+    const total = this.total;
+    if (!this.stressed && total >= Math.ceil(this.preQueueLimit * 0.9)) {
+      this.stressed = true;
+      this.logger.info(`entering STRESS mode with ${total} connections`);
+    } else if (this.stressed && total <= Math.floor(this.preQueueLimit * 0.7)) {
+      this.stressed = false;
+      this.logger.info(`leaving STRESS mode with ${total} connections`);
+    }
+  }
+}
+
+/**
+ * Connections per client key within a fixed time window, as Postfix's
+ * anvil counts them for smtpd_client_connection_rate_limit.
+ */
+export class ConnectionRates {
+  private readonly windows = new Map<
+    string,
+    { start: number; count: number }
+  >();
+
+  constructor(private readonly windowMs: number) {}
+
+  /** Counts a connection; returns the count in the current window. */
+  add(key: string, now = Date.now()): number {
+    let window = this.windows.get(key);
+    if (window === undefined || now - window.start >= this.windowMs) {
+      window = { start: now, count: 0 };
+      this.windows.set(key, window);
+    }
+    window.count++;
+    if (this.windows.size > 10_000) this.sweep(now);
+    return window.count;
+  }
+
+  private sweep(now: number): void {
+    for (const [key, window] of this.windows) {
+      if (now - window.start >= this.windowMs) this.windows.delete(key);
+    }
+  }
+}

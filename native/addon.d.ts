@@ -33,6 +33,8 @@ export interface NativeSocket {
   release(this: void): number;
   /** Closes with close(); never shutdown(). Safe to call twice. */
   close(this: void): void;
+  /** shutdown(SHUT_RDWR): only for a hand-off smtpd never took. */
+  shutdown(this: void): void;
 }
 
 export interface NativeListener {

@@ -27,6 +27,7 @@ Napi::Function Socket::Init(Napi::Env env) {
                          InstanceMethod<&Socket::ReceiveFd>("receiveFd"),
                          InstanceMethod<&Socket::Release>("release"),
                          InstanceMethod<&Socket::Close>("close"),
+                         InstanceMethod<&Socket::Shutdown>("shutdown"),
                      });
 }
 
@@ -326,6 +327,19 @@ Napi::Value Socket::Close(const Napi::CallbackInfo& info) {
     fd_ = -1;
   }
   return info.Env().Undefined();
+}
+
+// shutdown(): ends the connection for every holder of the descriptor
+// (SHUT_RDWR). Only for a hand-off that smtpd never took: the descriptor
+// may still sit in the pass socket's queue, and without this the client
+// would wait on a connection nobody serves.
+Napi::Value Socket::Shutdown(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env, "shutdown");
+  if (shutdown(fd_, SHUT_RDWR) < 0 && errno != ENOTCONN) {
+    throw SystemError(env, errno, "shutdown");
+  }
+  return env.Undefined();
 }
 
 }  // namespace postwarden

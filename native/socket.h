@@ -34,6 +34,7 @@ class Socket : public Napi::ObjectWrap<Socket> {
   Napi::Value ReceiveFd(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Shutdown(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
 

@@ -14,6 +14,7 @@ import { DnsblChecker } from "./dnsbl/checker.js";
 import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
 import { ConnectionRates, Load } from "./intake/load.js";
+import { Watchdog } from "./intake/watchdog.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -34,6 +35,7 @@ export class Server {
   private readonly counts = new ClientCounts();
   private readonly load: Load;
   private readonly rates: ConnectionRates;
+  private readonly watchdog: Watchdog;
   private cleanupTimer: NodeJS.Timeout | undefined;
   private stopping = false;
 
@@ -46,6 +48,7 @@ export class Server {
     private readonly stressConfig: Config = config,
   ) {
     this.load = new Load(config.limits.preQueueLimit, logger);
+    this.watchdog = new Watchdog(logger, config.limits.stallWarningMs);
     this.rates = new ConnectionRates(
       config.limits.clientConnectionRateTimeUnitMs,
     );
@@ -82,7 +85,7 @@ export class Server {
   /** Binds every listen address; throws on the first that fails. */
   start(): void {
     try {
-      for (const { host, port } of this.config.listen) {
+      for (const { host, port, proxy } of this.config.listen) {
         let listener: NativeListener | undefined = undefined;
         const onError = (error: ListenerError): void => {
           this.onAcceptError(error, listener);
@@ -109,6 +112,7 @@ export class Server {
               socket,
               { address: clientAddress, port: clientPort },
               { address: serverAddress, port: serverPort },
+              proxy,
             );
             this.sessions.add(session);
             session.start();
@@ -126,6 +130,7 @@ export class Server {
       throw error;
     }
     for (const listener of this.listeners) listener.start();
+    this.watchdog.start();
     // Lists count as healthy until a check says otherwise, so a slow or
     // dead list does not delay startup.
     if (this.dnsblHealth !== undefined) {
@@ -168,6 +173,7 @@ export class Server {
     if (this.stopping) return;
     this.stopping = true;
     this.dnsblHealth?.stop();
+    this.watchdog.stop();
     this.closeListeners();
     for (const session of [...this.sessions]) session.shutdown();
 

@@ -31,6 +31,8 @@ import {
 export interface ListenAddress {
   host: string;
   port: number;
+  /** Connections start with a PROXY protocol header ("/haproxy"). */
+  proxy: boolean;
 }
 
 export type GreetAction = "ignore" | "enforce" | "drop";
@@ -80,6 +82,8 @@ export interface LimitsConfig {
   clientConnectionCountLimit: number;
   clientConnectionRateLimit: number;
   clientConnectionRateTimeUnitMs: number;
+  /** Event-loop delay that is logged as a stall. */
+  stallWarningMs: number;
 }
 
 export interface CacheConfig {
@@ -114,6 +118,8 @@ export interface Config {
   clientIpv6PrefixLength: number;
   engine: EngineConfig;
   limits: LimitsConfig;
+  /** Time a load balancer has to send its PROXY header. */
+  upstreamProxyTimeoutMs: number;
   /** True in the configuration used under stress (${stress} is "yes"). */
   stress: boolean;
   /** Remarks for the startup log about how settings were read. */
@@ -261,11 +267,17 @@ export function buildConfig(
   });
 
   const config: Config = {
-    listen: check("listen", (value) =>
-      value.trim() === "" && options.requireListen === false
-        ? []
-        : parseListen(value),
-    ),
+    listen: check("listen", (value) => {
+      const addresses =
+        value.trim() === "" && options.requireListen === false
+          ? []
+          : parseListen(value);
+      // postscreen's global switch marks every listener.
+      if (get("upstream_proxy_protocol") === "haproxy") {
+        for (const address of addresses) address.proxy = true;
+      }
+      return addresses;
+    }),
     myhostname: get("myhostname"),
     smtpdBanner: get("smtpd_banner"),
     greetBanner: get("greet_banner"),
@@ -369,11 +381,17 @@ export function buildConfig(
         "client_connection_rate_limit",
         (value) => checkInteger(spec("client_connection_rate_limit"), value),
       ),
+      stallWarningMs: check("event_loop_stall_warning", (value) =>
+        checkTime(spec("event_loop_stall_warning"), value),
+      ),
       clientConnectionRateTimeUnitMs: check(
         "client_connection_rate_time_unit",
         (value) => checkTime(spec("client_connection_rate_time_unit"), value),
       ),
     },
+    upstreamProxyTimeoutMs: check("upstream_proxy_timeout", (value) =>
+      checkTime(spec("upstream_proxy_timeout"), value),
+    ),
     stress: options.stress === true,
     notes: [],
     parameters: Object.fromEntries(values),
@@ -590,7 +608,9 @@ export function parseListen(value: string): ListenAddress[] {
       'missing value: set at least one address, such as "listen = 0.0.0.0:25"',
     );
   }
-  return items.map((item) => {
+  return items.map((written) => {
+    const proxy = written.endsWith("/haproxy");
+    const item = proxy ? written.slice(0, -"/haproxy".length) : written;
     const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(item);
     const host = match?.[1] ?? match?.[2];
     const version = host === undefined ? 0 : isIP(host);
@@ -610,6 +630,6 @@ export function parseListen(value: string): ListenAddress[] {
     if (port > 65535) {
       throw new Error(`invalid port in listen address "${item}"`);
     }
-    return { host, port };
+    return { host, port, proxy };
   });
 }

@@ -3,8 +3,10 @@
 // backlog until the connect deadline), send one 0x00 byte carrying the
 // descriptor, write the attr0 attribute list, then wait for smtpd to close
 // the channel. smtpd sends no reply, so end of stream means only "done",
-// not "succeeded". Our copy of the client descriptor is closed with close()
-// once smtpd closes the channel or the wait times out; never shutdown().
+// not "succeeded". Our copy of the client descriptor is closed once smtpd
+// closes the channel, with close() only: shutdown() would end
+// the session smtpd now owns. The one exception is a hand-off smtpd never
+// took by the deadline, whose connection is shut down so nobody waits on it.
 import {
   READABLE,
   WRITABLE,
@@ -218,6 +220,15 @@ export class Handoff {
     clearTimeout(this.timer);
     this.channel?.close();
     this.channel = undefined;
+    if (timedOut) {
+      // smtpd never took the descriptor: end the connection for everyone
+      // that may hold it, so the client does not wait forever.
+      try {
+        this.client.shutdown();
+      } catch {
+        // Already gone.
+      }
+    }
     this.client.close();
     this.callbacks.onFinished(timedOut);
   }

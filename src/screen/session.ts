@@ -9,7 +9,9 @@
 import type { Config } from "../config/load.js";
 import type { Addon, NativeSocket } from "../native.js";
 import type { Logger } from "../log/logger.js";
-import { formatDelay, formatEndpoint } from "../log/format.js";
+import { escapeForLog, formatDelay, formatEndpoint } from "../log/format.js";
+import { parseProxyHeader } from "../intake/proxy-protocol.js";
+import { READABLE } from "../native.js";
 import type { AddressFamilies } from "../postfix/postconf.js";
 import { encodeAttributes } from "../handoff/attributes.js";
 import { Handoff, type PassFailure } from "../handoff/pass.js";
@@ -75,7 +77,7 @@ type Phase = "testing" | "passing" | "engine" | "ended";
 
 export class Session {
   private readonly startedAt = performance.now();
-  private readonly clientLabel: string;
+  private clientLabel: string;
   private currentPhase: Phase = "testing";
   private greeting: GreetingTest | undefined;
   private dnsblQuery: DnsblQuery | undefined;
@@ -87,7 +89,7 @@ export class Session {
   /** The client connected to a server address outside allowlist_interfaces. */
   private vetoed = false;
   private allowlistedByDns = false;
-  private readonly key: string;
+  private key: string;
   private counted = false;
   /** The cache record found at the start, if any. */
   private record: CacheRecord | undefined;
@@ -103,8 +105,10 @@ export class Session {
   constructor(
     private readonly context: SessionContext,
     private readonly socket: NativeSocket,
-    private readonly client: Endpoint,
-    private readonly server: Endpoint,
+    private client: Endpoint,
+    private server: Endpoint,
+    /** The connection starts with a PROXY protocol header. */
+    private readonly proxy = false,
   ) {
     this.clientLabel = formatEndpoint(client.address, client.port);
     this.key = clientKey(client.address, context.config.clientIpv6PrefixLength);
@@ -122,6 +126,81 @@ export class Session {
 
   start(): void {
     this.context.load.change(undefined, "testing");
+    if (this.proxy) {
+      this.readProxyHeader();
+      return;
+    }
+    this.begin();
+  }
+
+  /**
+   * Reads the load balancer's PROXY header, exactly its bytes and no more,
+   * before anything is sent; then screens the real client it names. A bad
+   * or missing header closes the connection without a reply, as Postfix
+   * does, and counts against nobody.
+   */
+  private readProxyHeader(): void {
+    const { config, logger } = this.context;
+    const fail = (reason: string): void => {
+      clearTimeout(this.timer);
+      logger.warning(`haproxy read: ${reason} (from ${this.clientLabel})`);
+      this.socket.unwatch();
+      this.socket.close();
+      this.end();
+    };
+    this.timer = setTimeout(
+      () => fail("time limit exceeded"),
+      config.upstreamProxyTimeoutMs,
+    );
+    const attempt = (): void => {
+      this.socket.watch(READABLE, (status) => {
+        if (this.phase !== "testing") return;
+        let data: Buffer | null;
+        try {
+          data = status < 0 ? Buffer.alloc(0) : this.socket.peek(2100);
+        } catch {
+          data = Buffer.alloc(0);
+        }
+        if (data === null) return attempt();
+        if (data.length === 0) return fail("EOF");
+        const result = parseProxyHeader(data);
+        if (result.kind === "incomplete") {
+          // The bytes stay unread, so an immediate watch would fire at
+          // once again: wait a little for the rest of the header.
+          setTimeout(() => {
+            if (this.phase === "testing") attempt();
+          }, 20);
+          return;
+        }
+        if (result.kind === "invalid") {
+          return fail(`${result.reason}: ${escapeForLog(data)}`);
+        }
+        try {
+          this.socket.read(result.length);
+        } catch {
+          return fail("EOF");
+        }
+        clearTimeout(this.timer);
+        if (result.source !== undefined && result.destination !== undefined) {
+          this.client = result.source;
+          this.server = result.destination;
+          this.clientLabel = formatEndpoint(
+            this.client.address,
+            this.client.port,
+          );
+          this.key = clientKey(
+            this.client.address,
+            config.clientIpv6PrefixLength,
+          );
+        }
+        this.begin();
+      });
+    };
+    attempt();
+  }
+
+  /** Screens the client, from the CONNECT line on. */
+  private begin(): void {
     const { logger, config, families } = this.context;
     logger.info(
       `CONNECT from ${this.clientLabel} to ` +

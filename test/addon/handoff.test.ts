@@ -338,7 +338,7 @@ test("handoff sends byte and attributes", TIMEOUT, async (t) => {
 test("handoff times out on silent smtpd", TIMEOUT, async (t) => {
   const path = join(temporaryDirectory(t), "pass");
   await FakeSmtpd.start(t, path, () => {});
-  const [client] = socketPair(t);
+  const [client, peer] = socketPair(t);
   const recorder = new Recorder();
   const started = Date.now();
 
@@ -357,6 +357,9 @@ test("handoff times out on silent smtpd", TIMEOUT, async (t) => {
   ]);
   assert.ok(elapsed >= 140, `finished after ${elapsed} ms`);
   assert.equal(client.fd, -1);
+  // The connection was shut down, so the other end sees end of stream
+  // even though the descriptor still sits in the pass socket's queue.
+  assert.equal(peer.read(16)?.length, 0);
 });
 
 test("finishNow ends the wait", TIMEOUT, async (t) => {

@@ -94,12 +94,12 @@ test("config rejects unknown parameter", () => {
 test("config rejects unsupported postscreen parameter", () => {
   const problems = problemsOf({
     listen: "127.0.0.1:25",
-    postscreen_upstream_proxy_protocol: "haproxy",
+    postscreen_tls_security_level: "may",
   });
   assert.equal(problems.length, 1);
   assert.match(
     problems[0] ?? "",
-    /^test\.cf:2: postscreen_upstream_proxy_protocol: .*not supported/,
+    /^test\.cf:2: postscreen_tls_security_level: .*not supported/,
   );
 });
 
@@ -148,9 +148,9 @@ test("config requires listen", () => {
 
 test("listen addresses", () => {
   assert.deepEqual(parseListen("127.0.0.1:25, [::1]:2525 0.0.0.0:0"), [
-    { host: "127.0.0.1", port: 25 },
-    { host: "::1", port: 2525 },
-    { host: "0.0.0.0", port: 0 },
+    { host: "127.0.0.1", port: 25, proxy: false },
+    { host: "::1", port: 2525, proxy: false },
+    { host: "0.0.0.0", port: 0, proxy: false },
   ]);
   for (const bad of [
     "mx.example.com:25",
@@ -224,4 +224,19 @@ test("config lists expanded parameters", () => {
     config.parameters.cache_map,
     "lmdb:/var/lib/postwarden/verdict_cache",
   );
+});
+
+test("listen marks PROXY listeners", () => {
+  assert.deepEqual(parseListen("127.0.0.1:2525/haproxy [::1]:25"), [
+    { host: "127.0.0.1", port: 2525, proxy: true },
+    { host: "::1", port: 25, proxy: false },
+  ]);
+  const config = buildConfig(
+    settings({
+      listen: "127.0.0.1:25",
+      postscreen_upstream_proxy_protocol: "haproxy",
+    }),
+  );
+  assert.equal(config.listen[0]?.proxy, true);
+  assert.equal(config.upstreamProxyTimeoutMs, 5000);
 });

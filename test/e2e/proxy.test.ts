@@ -3,6 +3,11 @@
 // real client address from the header is what postwarden screens, logs
 // and passes to smtpd.
 import { after, before, describe, test } from "node:test";
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import assert from "node:assert/strict";
 import { PostfixInstance } from "../support/postfix.js";
 import { PostwardenProcess } from "../support/postwarden.js";
@@ -174,4 +179,85 @@ describe("PROXY protocol", () => {
       assert.equal(await warden.stop(), 0);
     }
   });
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port =
+        typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe("behind a real haproxy", () => {
+  for (const version of ["send-proxy", "send-proxy-v2"]) {
+    test(`haproxy ${version}`, async () => {
+      const warden = startPostwarden();
+      const directory = mkdtempSync(join(tmpdir(), "postwarden-haproxy-"));
+      try {
+        const wardenPort = await warden.listeningPort();
+        const frontPort = await freePort();
+        const config = join(directory, "haproxy.cfg");
+        writeFileSync(
+          config,
+          [
+            "defaults",
+            "  mode tcp",
+            "  timeout connect 5s",
+            "  timeout client 30s",
+            "  timeout server 30s",
+            "frontend smtp",
+            `  bind 127.0.0.1:${frontPort}`,
+            "  default_backend postwarden",
+            "backend postwarden",
+            `  server warden 127.0.0.1:${wardenPort} ${version}`,
+            "",
+          ].join("\n"),
+        );
+        const haproxy = spawn("haproxy", ["-f", config, "-db"], {
+          stdio: "ignore",
+        });
+        try {
+          // Wait until haproxy listens.
+          let client: SmtpClient | undefined;
+          const deadline = Date.now() + 10_000;
+          while (client === undefined) {
+            try {
+              client = await SmtpClient.open(
+                frontPort,
+                "127.0.0.1",
+                "127.0.7.7",
+              );
+            } catch (error) {
+              if (Date.now() > deadline) throw error;
+              await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+          }
+          assert.deepEqual(await client.readReply(), [TEASER, SMTPD]);
+          assert.match((await client.command("QUIT"))[0] ?? "", /^221 /);
+          const line = await warden.waitForLog(
+            /CONNECT from \[127\.0\.7\.7\]:\d+ to /,
+          );
+          assert.match(
+            line,
+            new RegExp(`to \\[127\\.0\\.0\\.1\\]:${frontPort}$`),
+          );
+          await postfix.waitForLog(
+            new RegExp(
+              `connect from unknown\\[127\\.0\\.7\\.7\\]:${client.localPort}$`,
+            ),
+          );
+        } finally {
+          haproxy.kill("SIGTERM");
+        }
+      } finally {
+        assert.equal(await warden.stop(), 0);
+      }
+    });
+  }
 });

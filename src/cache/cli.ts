@@ -182,9 +182,13 @@ export async function showCommand(
     } else {
       out(
         `${target.key} (${source})\n` +
-          `  pregreet  ${formatTime(entry.record.tests.pregreet ?? 0, now)}\n` +
-          `  dnsbl     ${formatTime(entry.record.tests.dnsbl ?? 0, now)}\n` +
-          `  updated   ${new Date(entry.record.updated).toISOString()}\n`,
+          Object.entries(entry.record.tests)
+            .map(
+              ([name, expiry]) =>
+                `  ${name.padEnd(12)}${formatTime(expiry, now)}\n`,
+            )
+            .join("") +
+          `  ${"updated".padEnd(12)}${new Date(entry.record.updated).toISOString()}\n`,
       );
     }
     return 0;
@@ -231,6 +235,26 @@ export async function listCommand(
   }
 }
 
+/** Removes matching keys from the local store and Redis; returns them. */
+async function removeKeys(
+  stores: Stores,
+  matches: (key: string) => boolean,
+): Promise<number> {
+  const localKeys = [...stores.local.entries()].map(({ key }) => key);
+  const sharedKeys =
+    stores.redis === undefined ? [] : await stores.redis.keys();
+  const keys = new Set([...localKeys, ...sharedKeys].filter(matches));
+  for (const key of keys) {
+    await stores.local.remove(key);
+    await stores.redis?.remove(key);
+  }
+  return keys.size;
+}
+
+function deletedMessage(count: number): string {
+  return `deleted ${count} ${count === 1 ? "entry" : "entries"}\n`;
+}
+
 export async function deleteCommand(
   config: Config,
   target: string,
@@ -239,17 +263,10 @@ export async function deleteCommand(
   const parsed = parseTarget(target, config);
   const stores = await openStores(config);
   try {
-    const localKeys = [...stores.local.entries()].map(({ key }) => key);
-    const sharedKeys =
-      stores.redis === undefined ? [] : await stores.redis.keys();
-    const matches = (key: string): boolean =>
-      "key" in parsed ? key === parsed.key : keyInNetwork(key, parsed.network);
-    const keys = new Set([...localKeys, ...sharedKeys].filter(matches));
-    for (const key of keys) {
-      await stores.local.remove(key);
-      await stores.redis?.remove(key);
-    }
-    out(`deleted ${keys.size} ${keys.size === 1 ? "entry" : "entries"}\n`);
+    const count = await removeKeys(stores, (key) =>
+      "key" in parsed ? key === parsed.key : keyInNetwork(key, parsed.network),
+    );
+    out(deletedMessage(count));
     return 0;
   } finally {
     await closeStores(stores);
@@ -262,15 +279,7 @@ export async function flushCommand(
 ): Promise<number> {
   const stores = await openStores(config);
   try {
-    const localKeys = [...stores.local.entries()].map(({ key }) => key);
-    const sharedKeys =
-      stores.redis === undefined ? [] : await stores.redis.keys();
-    const keys = new Set([...localKeys, ...sharedKeys]);
-    for (const key of keys) {
-      await stores.local.remove(key);
-      await stores.redis?.remove(key);
-    }
-    out(`deleted ${keys.size} ${keys.size === 1 ? "entry" : "entries"}\n`);
+    out(deletedMessage(await removeKeys(stores, () => true)));
     return 0;
   } finally {
     await closeStores(stores);

@@ -1,12 +1,12 @@
 // The dummy SMTP engine, postscreen's "tests after SMTP handshake". It
-// talks SMTP to a client that postwarden will not hand off in this session
-// and never accepts mail: every recipient gets `rcptReply` (450 for a
-// client under deep tests, so it comes back; a 550 for an enforced test).
-// It runs the deep tests (command pipelining, non-SMTP commands, bare
-// newlines) and the command count, time and length limits, and reports
-// how the session ended. The caller owns the verdict and the cache.
-// It never announces PIPELINING, AUTH, XCLIENT or XFORWARD, and offers no
-// STARTTLS yet.
+// talks SMTP to a client that postwarden will not hand off in this session,
+// and it never accepts mail. Every recipient gets `rcptReply`: 450 for a
+// client under deep tests, so that it comes back, or the 550 of an
+// enforced test. It runs the deep tests (command pipelining, non-SMTP
+// commands, bare newlines) and the command count, time and length limits,
+// and reports how the session ended; the caller owns the verdict and the
+// cache. It never announces PIPELINING, AUTH, XCLIENT or XFORWARD, and it
+// offers no STARTTLS yet.
 import type { Socket } from "node:net";
 import type { Config, DeepTestConfig, TestAction } from "../config/load.js";
 import type { Logger } from "../log/logger.js";
@@ -63,14 +63,14 @@ const COMMANDS = new Set([
   "QUIT",
 ]);
 
-/** Commands postscreen knows but does not offer. */
+/** Commands in postscreen's table that it does not offer. */
 const DISABLED = new Set(["XCLIENT", "XFORWARD", "AUTH"]);
 
 const PROTOCOL_ERROR_DROP = "521 5.5.1 Protocol error\r\n";
 const PROTOCOL_ERROR_ENFORCE = "550 5.5.1 Protocol error\r\n";
 const NON_SMTP_DROP = "521 5.7.0 Error: I can break rules, too. Goodbye.\r\n";
 
-/** A "word:" line, as in a mail header (Postfix's is_header). */
+/** Tests for a "word:" line, as in a mail header (Postfix's is_header). */
 function isHeader(command: string): boolean {
   return /^[\x21-\x39\x3b-\x7e]+:/.test(command);
 }

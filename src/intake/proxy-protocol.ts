@@ -1,6 +1,6 @@
 // Parses a PROXY protocol header (HAProxy's versions 1 and 2) at the start
 // of a connection from a load balancer. The parser works on peeked bytes
-// and says how many belong to the header, so that exactly those are read
+// and returns how many belong to the header, so that exactly those are read
 // and the client's first SMTP bytes stay for the pregreet test and smtpd.
 // Version 2 TLVs are skipped. LOCAL (v2) and UNKNOWN (v1) headers, which
 // health checks send, carry no client address.

@@ -2,6 +2,7 @@
 // command-line overrides, and validates every value. Any unknown name or
 // invalid value stops startup with the file, line, name and reason.
 import { readFileSync } from "node:fs";
+import { createSecureContext, type SecureContext } from "node:tls";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import {
@@ -60,6 +61,8 @@ export interface EngineConfig {
   discardEhloKeywords: string[];
   /** Turns 5xx replies into 4xx. */
   softBounce: boolean;
+  /** Certificate and key for STARTTLS; undefined when not configured. */
+  tls: SecureContext | undefined;
 }
 
 export interface DnsblConfig {
@@ -365,6 +368,7 @@ export function buildConfig(
         word.toUpperCase(),
       ),
       softBounce: check("soft_bounce", parseBoolean),
+      tls: undefined,
     },
     limits: {
       preQueueLimit: check("pre_queue_limit", (value) =>
@@ -421,6 +425,28 @@ export function buildConfig(
   }
 
   check("mynetworks", parseNetworkList);
+  const certFile = get("tls_cert_file");
+  const keyFile = get("tls_key_file");
+  if ((certFile === "") !== (keyFile === "")) {
+    problems.push(
+      `${describe(spec(certFile === "" ? "tls_cert_file" : "tls_key_file"))}: ` +
+        "missing value: set both tls_cert_file and tls_key_file, or neither",
+    );
+  } else if (certFile !== "") {
+    check("tls_cert_file", () => {
+      try {
+        config.engine.tls = createSecureContext({
+          cert: readFileSync(certFile),
+          key: readFileSync(keyFile),
+        });
+      } catch (error) {
+        throw new Error(
+          `cannot load ${certFile} and ${keyFile}: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
+    });
+  }
   const cacheTimes = {
     localTtlMs: check("cache_local_ttl", (value) =>
       checkTime(spec("cache_local_ttl"), value),

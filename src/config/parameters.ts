@@ -346,6 +346,20 @@ export const PARAMETERS: readonly ParameterSpec[] = [
   },
   { name: "soft_bounce", kind: "boolean", default: "no" },
   {
+    name: "tls_cert_file",
+    kind: "string",
+    default: "",
+    postscreen: true,
+    aliases: ["smtpd_tls_cert_file"],
+  },
+  {
+    name: "tls_key_file",
+    kind: "string",
+    default: "",
+    postscreen: true,
+    aliases: ["smtpd_tls_key_file"],
+  },
+  {
     name: "pre_queue_limit",
     kind: "integer",
     default: "100",

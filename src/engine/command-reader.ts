@@ -18,6 +18,11 @@ export class CommandReader {
       this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
   }
 
+  /** Drops everything buffered (plaintext sent before a TLS handshake). */
+  discard(): void {
+    this.pending = Buffer.alloc(0);
+  }
+
   /** Bytes received but not yet returned as lines. */
   get buffered(): number {
     return this.pending.length;

@@ -5,9 +5,11 @@
 // enforced test. It runs the deep tests (command pipelining, non-SMTP
 // commands, bare newlines) and the command count, time and length limits,
 // and reports how the session ended; the caller owns the verdict and the
-// cache. It never announces PIPELINING, AUTH, XCLIENT or XFORWARD, and it
-// offers no STARTTLS yet.
+// cache. It never announces PIPELINING, AUTH, XCLIENT or XFORWARD. It
+// offers STARTTLS when a certificate is configured, and discards any
+// plaintext sent after the STARTTLS command (command injection).
 import type { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import type { Config, DeepTestConfig, TestAction } from "../config/load.js";
 import type { Logger } from "../log/logger.js";
 import { escapeBytes, escapeForLog, formatDelay } from "../log/format.js";
@@ -105,9 +107,10 @@ export class DummyEngine {
   /** Deep tests decided in this session (passed or failed). */
   private readonly decided = new Set<DeepTest>();
   private readonly passes: Partial<Record<DeepTest, number>> = {};
+  private tlsActive = false;
 
   constructor(
-    private readonly socket: Socket,
+    private socket: Socket,
     private readonly setup: EngineSetup,
     private readonly onDone: (outcome: EngineOutcome) => void,
   ) {
@@ -117,12 +120,46 @@ export class DummyEngine {
 
   start(): void {
     const { config } = this.setup;
-    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
-    this.socket.on("end", () => this.hangup());
-    this.socket.on("close", () => this.hangup());
-    this.socket.on("error", () => this.hangup());
+    this.listen(this.socket);
     if (this.setup.greet) this.send(`220 ${config.smtpdBanner}\r\n`);
     this.armTimer();
+  }
+
+  private listen(socket: Socket): void {
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("end", () => this.hangup());
+    socket.on("close", () => this.hangup());
+    socket.on("error", () => this.hangup());
+  }
+
+  /**
+   * Starts TLS on the connection. Bytes the client sent after STARTTLS and
+   * before the handshake are dropped, never executed inside TLS.
+   */
+  private startTls(): void {
+    const context = this.setup.config.engine.tls;
+    if (context === undefined) return;
+    this.send("220 2.0.0 Ready to start TLS\r\n");
+    this.reader.discard();
+    const plain = this.socket;
+    plain.removeAllListeners("data");
+    plain.removeAllListeners("end");
+    plain.removeAllListeners("close");
+    plain.removeAllListeners("error");
+    plain.on("error", () => this.hangup());
+    const secure = new TLSSocket(plain, {
+      isServer: true,
+      secureContext: context,
+    });
+    this.socket = secure;
+    this.listen(secure);
+    secure.once("secure", () => {
+      // RFC 3207: the client starts over after the handshake.
+      this.tlsActive = true;
+      this.helo = undefined;
+      this.sender = undefined;
+      this.protocol = "SMTP";
+    });
   }
 
   /** Ends the session at once with a final reply (shutdown). */
@@ -300,7 +337,14 @@ export class DummyEngine {
         this.protocol = "ESMTP";
         return this.send(this.ehloReply());
       case "STARTTLS":
-        return this.send("502 5.5.1 Error: command not implemented\r\n");
+        if (engine.tls === undefined) {
+          return this.send("502 5.5.1 Error: command not implemented\r\n");
+        }
+        if (args !== "") return this.send("501 5.5.4 Syntax: STARTTLS\r\n");
+        if (this.tlsActive) {
+          return this.send("554 5.5.1 Error: TLS already active\r\n");
+        }
+        return this.startTls();
       case "MAIL": {
         if (engine.heloRequired && this.helo === undefined) {
           return this.send("503 5.5.1 Error: send HELO/EHLO first\r\n");
@@ -385,6 +429,9 @@ export class DummyEngine {
       `SIZE ${MESSAGE_SIZE_LIMIT}`,
       "VRFY",
       "ETRN",
+      ...(config.engine.tls !== undefined && !this.tlsActive
+        ? ["STARTTLS"]
+        : []),
       "ENHANCEDSTATUSCODES",
       "8BITMIME",
       "DSN",

@@ -63,6 +63,16 @@ export interface EngineConfig {
   softBounce: boolean;
   /** Certificate and key for STARTTLS; undefined when not configured. */
   tls: SecureContext | undefined;
+  tarpit: TarpitConfig;
+}
+
+/** Where replies are sent slowly, as OpenBSD spamd does. */
+export interface TarpitConfig {
+  /** Outcomes that are tarpitted: "dnsbl_drop", "denylist_drop". */
+  outcomes: string[];
+  delayMs: number;
+  connectionLimit: number;
+  timeLimitMs: number;
 }
 
 export interface DnsblConfig {
@@ -369,6 +379,28 @@ export function buildConfig(
       ),
       softBounce: check("soft_bounce", parseBoolean),
       tls: undefined,
+      tarpit: {
+        outcomes: check("tarpit_outcomes", (value) => {
+          const outcomes = splitList(value);
+          for (const outcome of outcomes) {
+            if (outcome !== "dnsbl_drop" && outcome !== "denylist_drop") {
+              throw new Error(
+                `invalid outcome "${outcome}": expected dnsbl_drop or denylist_drop`,
+              );
+            }
+          }
+          return outcomes;
+        }),
+        delayMs: check("tarpit_delay", (value) =>
+          checkTime(spec("tarpit_delay"), value),
+        ),
+        connectionLimit: check("tarpit_connection_limit", (value) =>
+          checkInteger(spec("tarpit_connection_limit"), value),
+        ),
+        timeLimitMs: check("tarpit_time_limit", (value) =>
+          checkTime(spec("tarpit_time_limit"), value),
+        ),
+      },
     },
     limits: {
       preQueueLimit: check("pre_queue_limit", (value) =>

@@ -10,6 +10,8 @@ export type LoadPhase = "testing" | "engine" | "passing" | "ended";
 export class Load {
   underTest = 0;
   waiting = 0;
+  /** Connections being answered slowly by the tarpit. */
+  tarpitted = 0;
   private stressed = false;
 
   constructor(

@@ -265,7 +265,7 @@ export class Session {
     if (access === "reject") {
       logger.info(`${words.deny}LISTED ${this.clientLabel}`);
       if (config.denylistAction === "drop") {
-        this.closeWithReply(REPLY_DENYLIST_DROP);
+        this.closeWithReply(REPLY_DENYLIST_DROP, "denylist_drop");
         return;
       }
       if (config.denylistAction === "enforce") {
@@ -469,7 +469,10 @@ export class Session {
         const listName = result.listName ?? "unknown";
         if (config.dnsbl.action === "drop") {
           this.greeting?.finishLine();
-          this.closeWithReply(dnsblDropReply(this.client.address, listName));
+          this.closeWithReply(
+            dnsblDropReply(this.client.address, listName),
+            "dnsbl_drop",
+          );
           return;
         }
         if (config.dnsbl.action === "enforce") {
@@ -723,8 +726,21 @@ export class Session {
   }
 
   /** Sends an optional final reply, discards pending input and closes. */
-  private closeWithReply(reply: string | undefined): void {
+  private closeWithReply(
+    reply: string | undefined,
+    outcome?: "dnsbl_drop" | "denylist_drop",
+  ): void {
     if (this.phase === "ended") return;
+    const tarpit = this.context.config.engine.tarpit;
+    if (
+      reply !== undefined &&
+      outcome !== undefined &&
+      tarpit.outcomes.includes(outcome) &&
+      this.context.load.tarpitted < tarpit.connectionLimit
+    ) {
+      this.tarpit(reply);
+      return;
+    }
     if (reply !== undefined) this.send(reply);
     try {
       this.socket.discard();
@@ -735,6 +751,51 @@ export class Session {
     this.context.logger.info(`DISCONNECT ${this.clientLabel}`);
     this.end();
   }
+
+  /**
+   * Sends `reply` a byte per tarpit_delay, as spamd does, so that a bot
+   * spends its time here; then closes. The number of such connections and
+   * the time each may take are capped, so a flood cannot hold every
+   * descriptor: past the time limit the rest of the reply goes at once.
+   */
+  private tarpit(reply: string): void {
+    const { load, config } = this.context;
+    const { delayMs, timeLimitMs } = config.engine.tarpit;
+    load.tarpitted++;
+    this.tarpitting = true;
+    const deadline = Date.now() + timeLimitMs;
+    let offset = 0;
+    const finish = (): void => {
+      if (offset < reply.length) this.send(reply.slice(offset));
+      try {
+        this.socket.discard();
+      } catch {
+        // Nothing left to discard on a dead socket.
+      }
+      this.socket.close();
+      this.context.logger.info(`DISCONNECT ${this.clientLabel}`);
+      this.end();
+    };
+    const step = (): void => {
+      if (this.phase === "ended") return;
+      if (offset >= reply.length || Date.now() >= deadline) return finish();
+      try {
+        this.socket.write(
+          Buffer.from(reply.slice(offset, offset + 1), "latin1"),
+        );
+      } catch {
+        // The client left: close at once.
+        offset = reply.length;
+        return finish();
+      }
+      offset++;
+      this.timer = setTimeout(step, delayMs);
+    };
+    step();
+  }
+
+  /** True while the tarpit answers; end() gives the slot back. */
+  private tarpitting = false;
 
   private releaseCount(): void {
     if (this.counted) {
@@ -747,6 +808,10 @@ export class Session {
     if (this.phase === "ended") return;
     this.phase = "ended";
     clearTimeout(this.timer);
+    if (this.tarpitting) {
+      this.tarpitting = false;
+      this.context.load.tarpitted--;
+    }
     this.releaseCount();
     this.context.onEnded(this);
   }

@@ -61,6 +61,8 @@ export interface EngineConfig {
   discardEhloKeywords: string[];
   /** Turns 5xx replies into 4xx. */
   softBounce: boolean;
+  /** Lines appended to 4xx and 5xx replies; "\n" separates lines. */
+  rejectFooter: string;
   /** Certificate and key for STARTTLS; undefined when not configured. */
   tls: SecureContext | undefined;
   tarpit: TarpitConfig;
@@ -378,6 +380,7 @@ export function buildConfig(
         word.toUpperCase(),
       ),
       softBounce: check("soft_bounce", parseBoolean),
+      rejectFooter: get("reject_footer"),
       tls: undefined,
       tarpit: {
         outcomes: check("tarpit_outcomes", (value) => {

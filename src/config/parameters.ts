@@ -345,6 +345,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     postscreen: true,
   },
   { name: "soft_bounce", kind: "boolean", default: "no" },
+  { name: "reject_footer", kind: "string", default: "", postscreen: true },
   { name: "tarpit_outcomes", kind: "list", default: "" },
   {
     name: "tarpit_delay",

@@ -42,6 +42,25 @@ export interface EngineOutcome {
   ending: "quit" | "hangup" | "drop";
 }
 
+/**
+ * Appends reject_footer to a single-line 4xx or 5xx reply, as more lines
+ * of the same reply: "550-5.5.1 Protocol error" then "550 5.5.1 footer".
+ * A literal "\n" in the footer starts another line.
+ */
+export function withFooter(reply: string, footer: string): string {
+  const match = /^([45]\d\d) (?:(\d\.\d{1,3}\.\d{1,3}) )?(.*)\r\n$/.exec(reply);
+  if (footer === "" || match === null) return reply;
+  const [, code = "", enhanced, text = ""] = match;
+  const prefix = enhanced === undefined ? "" : `${enhanced} `;
+  const lines = [text, ...footer.split("\\n")];
+  return lines
+    .map((line, index) => {
+      const separator = index === lines.length - 1 ? " " : "-";
+      return `${code}${separator}${prefix}${line}\r\n`;
+    })
+    .join("");
+}
+
 /** Lines kept after the reply, waiting for the client to close. */
 const CLOSE_GRACE_MS = 5000;
 /** message_size_limit's Postfix default, announced as SIZE. */
@@ -460,7 +479,8 @@ export class DummyEngine {
 
   private send(reply: string): void {
     if (this.done) return;
-    this.socket.write(this.soften(reply));
+    const footer = this.setup.config.engine.rejectFooter;
+    this.socket.write(withFooter(this.soften(reply), footer));
   }
 
   private drop(reply: string, ending: EngineOutcome["ending"] = "drop"): void {

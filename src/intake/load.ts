@@ -3,7 +3,7 @@
 // wait or dummy engine) and "waiting" while smtpd has not yet taken its
 // hand-off. Stress starts when all sessions reach 90% of pre_queue_limit
 // and ends at 70%; new sessions then use the stress settings.
-import type { Logger } from "../log/logger.js";
+import { RateLimitedWarning, type Logger } from "../log/logger.js";
 
 export type LoadPhase = "testing" | "engine" | "passing" | "ended";
 
@@ -13,11 +13,30 @@ export class Load {
   /** Connections being answered slowly by the tarpit. */
   tarpitted = 0;
   private stressed = false;
+  private readonly slowHandoffWarning: RateLimitedWarning;
 
   constructor(
     private readonly preQueueLimit: number,
     private readonly logger: Logger,
-  ) {}
+    /** Hand-offs slower than this are reported (ms). */
+    private readonly slowHandoffMs = 1000,
+  ) {
+    this.slowHandoffWarning = new RateLimitedWarning(logger, 60_000);
+  }
+
+  /**
+   * Records how long smtpd took to take a hand-off, and warns (rate-limited)
+   * when it was slow: then every smtpd process is busy or master throttles
+   * the service, and post_queue_limit is what protects new clients.
+   */
+  recordHandoffTime(ms: number): void {
+    if (ms >= this.slowHandoffMs) {
+      this.slowHandoffWarning.report(
+        `smtpd took ${(ms / 1000).toFixed(1)}s to take a connection ` +
+          `(${this.waiting} hand-offs waiting); check its process_limit`,
+      );
+    }
+  }
 
   get stress(): boolean {
     return this.stressed;

@@ -29,6 +29,7 @@ import type { ClientCounts } from "../intake/client-counts.js";
 import type { ConnectionRates, Load } from "../intake/load.js";
 import { Socket as NodeSocket } from "node:net";
 import {
+  withFooter,
   DummyEngine,
   type DeepTest,
   type EngineOutcome,
@@ -666,6 +667,7 @@ export class Session {
 
   private onHandoffSent(failure: PassFailure | undefined): void {
     if (failure === undefined) {
+      this.sentAt = performance.now();
       // smtpd has the client now, and limits it itself: it no longer counts
       // as this client's connection in progress here. Waiting for smtpd to
       // close the channel would race with the client's next connection.
@@ -688,11 +690,15 @@ export class Session {
   }
 
   private onHandoffFinished(timedOut: boolean): void {
+    const { logger, config, load } = this.context;
     if (timedOut) {
-      this.context.logger.warning(
-        "timeout sending connection to service " +
-          this.context.config.smtpdServiceLabel,
+      logger.warning(
+        `timeout sending connection to service ${config.smtpdServiceLabel}`,
       );
+    } else {
+      // The time smtpd takes to close the pass channel is the load signal:
+      // every smtpd busy, or master throttling the service.
+      load.recordHandoffTime(performance.now() - this.sentAt);
     }
     this.end();
   }
@@ -718,8 +724,9 @@ export class Session {
   }
 
   private send(text: string): void {
+    const footer = this.context.config.engine.rejectFooter;
     try {
-      this.socket.write(Buffer.from(text, "latin1"));
+      this.socket.write(Buffer.from(withFooter(text, footer), "latin1"));
     } catch {
       // The client is gone; close() below still releases the descriptor.
     }
@@ -793,6 +800,9 @@ export class Session {
     };
     step();
   }
+
+  /** When the hand-off was sent (performance.now() ms). */
+  private sentAt = 0;
 
   /** True while the tarpit answers; end() gives the slot back. */
   private tarpitting = false;

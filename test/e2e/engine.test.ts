@@ -239,6 +239,28 @@ describe("deep tests", () => {
     }
   });
 
+  test("reject footer on replies", async () => {
+    const warden = startPostwarden(
+      "-o",
+      "non_smtp_command_enable=yes",
+      "-o",
+      "reject_footer=Help: https://mx.example.com/",
+    );
+    try {
+      const port = await warden.listeningPort();
+      const client = await open(port, "127.0.3.10");
+      await client.readReply();
+      client.send("GET / HTTP/1.0\r\n");
+      assert.deepEqual(await client.readReply(), [
+        "521-5.7.0 Error: I can break rules, too. Goodbye.",
+        "521 5.7.0 Help: https://mx.example.com/",
+      ]);
+      await client.waitForEnd();
+    } finally {
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
   test("header line is non-SMTP", async () => {
     const warden = startPostwarden(
       "-o",

@@ -209,4 +209,36 @@ describe("limits", () => {
       stuck.close();
     }
   });
+
+  test("slow smtpd is reported", async () => {
+    // A pass service that takes 1.5 s before it reads and closes.
+    const directory = mkdtempSync(join(tmpdir(), "postwarden-slow-"));
+    const path = join(directory, "smtpd");
+    const slow = createServer({ pauseOnConnect: true }, (channel) => {
+      setTimeout(() => {
+        channel.resume();
+        channel.end();
+      }, 1500);
+    });
+    await new Promise<void>((resolve) => slow.listen(path, resolve));
+    const warden = startPostwarden(
+      "--greet-wait",
+      "1s",
+      "--smtpd-pass-socket",
+      path,
+    );
+    try {
+      const port = await warden.listeningPort();
+      const client = await SmtpClient.open(port, "127.0.0.1", "127.0.6.9");
+      assert.equal(await client.readLine(), TEASER);
+      await warden.waitForLog(
+        /warning: smtpd took 1\.\ds to take a connection \(\d+ hand-offs waiting\); check its process_limit$/,
+        10_000,
+      );
+      client.destroy();
+    } finally {
+      assert.equal(await warden.stop(), 0);
+      slow.close();
+    }
+  });
 });

@@ -108,6 +108,39 @@ describe("access list", () => {
     }
   });
 
+  test("denylist enforce rejects at RCPT", async () => {
+    const table = writeTable("enforce.cidr", ["127.0.0.52 reject"]);
+    const warden = startPostwarden(
+      "-o",
+      `access_list=cidr:${table}`,
+      "-o",
+      "denylist_action=enforce",
+    );
+    try {
+      const port = await warden.listeningPort();
+      const client = await SmtpClient.open(port, "127.0.0.1", "127.0.0.52");
+      assert.deepEqual(await client.readReply(), [
+        "220-warden.example.com ESMTP Postfix",
+        "220 warden.example.com ESMTP Postfix",
+      ]);
+      await client.command("EHLO denied.example");
+      await client.command("MAIL FROM:<a@example.org>");
+      assert.deepEqual(await client.command("RCPT TO:<b@example.net>"), [
+        "550 5.3.2 Service currently unavailable",
+      ]);
+      assert.deepEqual(await client.command("QUIT"), ["221 2.0.0 Bye"]);
+      const label = `\\[127\\.0\\.0\\.52\\]:${client.localPort}`;
+      await warden.waitForLog(
+        new RegExp(
+          `NOQUEUE: reject: RCPT from ${label}: 550 5\\.3\\.2 Service currently unavailable; from=<a@example\\.org>, to=<b@example\\.net>, proto=ESMTP, helo=<denied\\.example>$`,
+        ),
+      );
+      assert.equal(warden.grep(/PASS /).length, 0);
+    } finally {
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
   test("denylist ignore keeps screening", async () => {
     const table = writeTable("deny.cidr", ["127.0.0.50 reject"]);
     const warden = startPostwarden(

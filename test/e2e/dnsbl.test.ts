@@ -204,6 +204,35 @@ describe("DNS lists with rbldnsd", () => {
     }
   });
 
+  test("enforce action rejects at RCPT", async () => {
+    const warden = startPostwarden(
+      rbldnsd.server,
+      "-o",
+      "dnsbl_sites=bl.test",
+      "-o",
+      "dnsbl_action=enforce",
+    );
+    try {
+      const port = await warden.listeningPort();
+      const { client, lines } = await greet(port, "127.0.0.20");
+      assert.deepEqual(lines, [
+        "220-warden.example.com ESMTP Postfix",
+        "220 warden.example.com ESMTP Postfix",
+      ]);
+      await client.command("HELO listed.example");
+      await client.command("MAIL FROM:<a@example.org>");
+      assert.deepEqual(await client.command("RCPT TO:<b@example.net>"), [
+        "550 5.7.1 Service unavailable; client [127.0.0.20] blocked using bl.test",
+      ]);
+      client.destroy();
+      await warden.waitForLog(
+        /NOQUEUE: reject: RCPT from \[127\.0\.0\.20\]:\d+: 550 5\.7\.1 Service unavailable; client \[127\.0\.0\.20\] blocked using bl\.test; from=<a@example\.org>, to=<b@example\.net>, proto=SMTP, helo=<listed\.example>$/,
+      );
+    } finally {
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
   test("ignore action hands off", async () => {
     const warden = startPostwarden(rbldnsd.server, "-o", "dnsbl_sites=bl.test");
     try {

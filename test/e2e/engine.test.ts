@@ -218,6 +218,36 @@ describe("deep tests", () => {
     }
   });
 
+  test("pipelining ignored counts as pass", async () => {
+    const warden = startPostwarden(
+      "-o",
+      "pipelining_enable=yes",
+      "-o",
+      "pipelining_action=ignore",
+    );
+    try {
+      const port = await warden.listeningPort();
+      const client = await open(port, "127.0.3.11");
+      await client.readReply();
+      client.send("HELO bot.example\r\nMAIL FROM:<x@example.com>\r\n");
+      assert.deepEqual(await client.readReply(), ["250 warden.example.com"]);
+      assert.deepEqual(await client.readReply(), ["250 2.1.0 Ok"]);
+      assert.deepEqual(await client.command("RCPT TO:<y@example.net>"), [
+        "450 4.3.2 Service currently unavailable",
+      ]);
+      assert.deepEqual(await client.command("QUIT"), ["221 2.0.0 Bye"]);
+      const where = label("127.0.3.11", client.localPort);
+      await warden.waitForLog(
+        new RegExp(
+          `COMMAND PIPELINING from ${where} after HELO: MAIL FROM:<x@example\\.com>\\\\r\\\\n$`,
+        ),
+      );
+      await warden.waitForLog(new RegExp(`PASS NEW ${where}$`));
+    } finally {
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
   test("HTTP request dropped", async () => {
     const warden = startPostwarden("-o", "non_smtp_command_enable=yes");
     try {

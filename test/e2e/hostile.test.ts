@@ -1412,6 +1412,10 @@ describe("hostile DNS servers", () => {
       "dnsbl_action=drop",
       "-o",
       "dnsbl_timeout=2s",
+      // Room for the answers on a busy machine: a late answer would let a
+      // listed client through and fail the test for the wrong reason.
+      "--greet-wait",
+      "3s",
     );
     try {
       await expectNormalClient(port);

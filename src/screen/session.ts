@@ -410,7 +410,6 @@ export class Session {
     // Registered last: a query with nothing to ask completes at once, and
     // the greeting test must exist by then.
     this.dnsblQuery?.onComplete(() => this.onDnsblComplete());
-    this.timer = setTimeout(() => this.endEarlyTests(), config.greetWaitMs);
   }
 
   private stopEarlyTests(): void {

@@ -89,8 +89,15 @@ export class PostfixInstance {
     return join(this.root, "log", "maillog");
   }
 
-  /** Creates the directories and configuration; does not start Postfix. */
-  static create(extra: Record<string, string> = {}): PostfixInstance {
+  /**
+   * Creates the directories and configuration; does not start Postfix.
+   * `extra` adds or overrides main.cf settings, and `masterLines` are
+   * appended to the standard master.cf.
+   */
+  static create(
+    extra: Record<string, string> = {},
+    masterLines: string[] = [],
+  ): PostfixInstance {
     const root = mkdtempSync(join(tmpdir(), "postwarden-postfix-"));
     // mkdtemp makes 0700; the postfix user must reach the queue below it.
     chmodSync(root, 0o755);
@@ -98,7 +105,10 @@ export class PostfixInstance {
       mkdirSync(join(root, name), { mode: 0o755 });
     }
     writeFileSync(join(root, "etc", "main.cf"), mainCf(root, extra));
-    writeFileSync(join(root, "etc", "master.cf"), MASTER_CF);
+    writeFileSync(
+      join(root, "etc", "master.cf"),
+      MASTER_CF + masterLines.map((line) => line + "\n").join(""),
+    );
     return new PostfixInstance(root);
   }
 

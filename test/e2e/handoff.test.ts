@@ -3,12 +3,15 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readlinkSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { PostfixInstance } from "../support/postfix.js";
 import { PostwardenProcess } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 
 requireRootAndPostfix();
+const run = promisify(execFile);
 
 let postfix: PostfixInstance;
 
@@ -271,6 +274,69 @@ describe("hand-off to real smtpd", () => {
         new RegExp(`ALLOWLISTED \\[127\\.0\\.0\\.1\\]:${client.localPort}$`),
       );
       assert.equal(warden.grep(/PASS NEW/).length, 0);
+    } finally {
+      assert.equal(await warden.stop(), 0);
+    }
+  });
+
+  test("smtp-source messages delivered", async () => {
+    // Postfix's own load client, through the greeting wait: every session
+    // waits, passes and reaches smtpd; the cache makes later ones PASS OLD.
+    const warden = PostwardenProcess.start({
+      args: [
+        "--config",
+        "/dev/null",
+        "--listen",
+        "127.0.0.1:0",
+        "--queue-directory",
+        postfix.queueDirectory,
+        "--postfix-config-directory",
+        postfix.configDirectory,
+        "--greet-wait",
+        "1s",
+        "-o",
+        "access_list=",
+      ],
+    });
+    try {
+      const port = await warden.listeningPort();
+      const before = postfix
+        .log()
+        .split("\n")
+        .filter((line) =>
+          /to=<source@example\.net>.*status=sent/.test(line),
+        ).length;
+      await run(
+        "smtp-source",
+        [
+          "-c",
+          "-m",
+          "6",
+          "-s",
+          "3",
+          "-f",
+          "sender@example.org",
+          "-t",
+          "source@example.net",
+          `127.0.0.1:${port}`,
+        ],
+        {
+          timeout: 60_000,
+        },
+      );
+      const deadline = Date.now() + 10_000;
+      let delivered = 0;
+      while (delivered - before < 6 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        delivered = postfix
+          .log()
+          .split("\n")
+          .filter((line) =>
+            /to=<source@example\.net>.*status=sent/.test(line),
+          ).length;
+      }
+      assert.equal(delivered - before, 6);
+      assert.ok(warden.grep(/PASS (NEW|OLD) \[127\.0\.0\.1\]/).length >= 1);
     } finally {
       assert.equal(await warden.stop(), 0);
     }

@@ -22,7 +22,7 @@ const LISTEN_BACKLOG = 65535;
 const ACCEPT_LIMIT = 32;
 /** Delay before accepting again after accept() itself failed. */
 const ACCEPT_RETRY_MS = 1000;
-/** Longest a stop waits for hand-offs in flight. */
+/** Maximum time a stop waits for hand-offs in flight. */
 const STOP_TIMEOUT_MS = 5000;
 
 export class Server {
@@ -131,7 +131,7 @@ export class Server {
     }
     for (const listener of this.listeners) listener.start();
     this.watchdog.start();
-    // Lists count as healthy until a check says otherwise, so a slow or
+    // Lists count as healthy until a check fails, so a slow or
     // dead list does not delay startup.
     if (this.dnsblHealth !== undefined) {
       this.dnsblHealthChecked = this.dnsblHealth.start();

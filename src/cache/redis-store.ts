@@ -17,7 +17,7 @@ export type RedisLookup =
   | { status: "miss" }
   /** The value was not a record of this version. */
   | { status: "malformed"; reason: string }
-  /** Redis was down, slow or failed; `reason` says which. */
+  /** Redis was down, slow or failed, as `reason` describes. */
   | { status: "unavailable"; reason: string };
 
 export interface RedisSettings {
@@ -102,7 +102,7 @@ export class RedisStore {
     await this.client.del(this.redisKey(key));
   }
 
-  /** Every client key under the prefix, found with SCAN. */
+  /** Lists every client key under the prefix, with SCAN. */
   async keys(): Promise<string[]> {
     const found: string[] = [];
     let cursor = "0";

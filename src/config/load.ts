@@ -68,7 +68,7 @@ export interface EngineConfig {
   tarpit: TarpitConfig;
 }
 
-/** Where replies are sent slowly, as OpenBSD spamd does. */
+/** Tarpit settings: replies sent slowly, as OpenBSD spamd does. */
 export interface TarpitConfig {
   /** Outcomes that are tarpitted: "dnsbl_drop", "denylist_drop". */
   outcomes: string[];

@@ -1,12 +1,13 @@
-// Hands a client's descriptor to smtpd over Postfix's pass protocol:
-// connect to the pass socket (non-blocking, retrying EAGAIN from a full
-// backlog until the connect deadline), send one 0x00 byte carrying the
-// descriptor, write the attr0 attribute list, then wait for smtpd to close
-// the channel. smtpd sends no reply, so end of stream means only "done",
-// not "succeeded". Our copy of the client descriptor is closed once smtpd
-// closes the channel, with close() only: shutdown() would end
-// the session smtpd now owns. The one exception is a hand-off smtpd never
-// took by the deadline, whose connection is shut down so nobody waits on it.
+// Hands a client's descriptor to smtpd over Postfix's pass protocol. It
+// connects to the pass socket without blocking, and retries EAGAIN from a
+// full backlog until the connect deadline. It sends one 0x00 byte carrying
+// the descriptor, writes the attr0 attribute list, and waits for smtpd to
+// close the channel. smtpd sends no reply, so end of stream means only
+// "done", not "succeeded". Our copy of the client descriptor is then closed
+// with close() only, because shutdown() would end the session that smtpd
+// now owns. The one exception is a hand-off that smtpd did not take by the
+// deadline: its connection is shut down so that the client is not left
+// waiting.
 import {
   READABLE,
   WRITABLE,

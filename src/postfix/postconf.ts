@@ -10,7 +10,7 @@ import { execFile } from "node:child_process";
 export interface AddressFamilies {
   ipv4: boolean;
   ipv6: boolean;
-  /** Why the families are assumed rather than read, if they are. */
+  /** Reason the families are assumed rather than read, if they are. */
   assumedBecause?: string;
 }
 
@@ -34,7 +34,7 @@ export function parseInetProtocols(value: string): AddressFamilies {
 /**
  * Runs `postconf -c DIR -x -h inet_protocols myhostname mynetworks`. When
  * postconf is missing or fails, both address families are assumed and
- * `assumedBecause` says why, so the caller can warn once.
+ * `assumedBecause` gives the reason, so the caller can warn once.
  */
 export function readPostfixSettings(
   configDirectory: string,

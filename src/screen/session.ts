@@ -1,11 +1,13 @@
-// One client connection from accept to its end, in postscreen's order:
-// log CONNECT; the permanent access list (permit hands off at once, reject
-// is denylisted); the allowlist-interface veto; then the early tests, the
-// pregreet test and the DNS lists, in parallel during greet_wait; then the
-// verdict: hand the descriptor to smtpd, or reply and close. The session
-// owns the client socket until the hand-off has sent it; after that the
-// Handoff closes our copy. A rejected client's pending input is discarded
-// before close(), so the reply is not lost to a TCP reset.
+// One client connection from accept to its end, in postscreen's order.
+// It reads a PROXY header when the listener expects one, logs CONNECT,
+// applies the load limits and the permanent access list, and reads the
+// verdict cache. Then the early tests (the pregreet test and the DNS
+// lists) run in parallel during greet_wait. Last comes the verdict: hand
+// the descriptor to smtpd, give the client to the dummy SMTP engine, or
+// reply and close. The session owns the client socket until the hand-off
+// has sent it, and the Handoff closes our copy after that. Before close(),
+// up to 4 MiB of a rejected client's pending input is discarded, so that
+// the reply is not lost to a TCP reset.
 import type { Config } from "../config/load.js";
 import type { Addon, NativeSocket } from "../native.js";
 import type { Logger } from "../log/logger.js";
@@ -45,7 +47,7 @@ export const REPLY_TOO_MANY = "421 4.7.0 Error: too many connections\r\n";
 export const REPLY_SCREENING_BUSY =
   "421 4.3.2 All screening ports are busy\r\n";
 
-/** The reply to a client whose DNS list score reached the threshold. */
+/** Formats the drop reply for a client whose DNS list score reached the threshold. */
 export function dnsblDropReply(address: string, listName: string): string {
   return `521 5.7.1 Service unavailable; client [${address}] blocked using ${listName}\r\n`;
 }
@@ -803,7 +805,7 @@ export class Session {
   /** When the hand-off was sent (performance.now() ms). */
   private sentAt = 0;
 
-  /** True while the tarpit answers; end() gives the slot back. */
+  /** True while the tarpit sends a reply; end() gives the slot back. */
   private tarpitting = false;
 
   private releaseCount(): void {

@@ -13,6 +13,7 @@ import {
 } from "./postfix/postconf.js";
 import { parseNetworkList } from "./access/network.js";
 import { Server } from "./server.js";
+import { openMetrics } from "./metrics/http.js";
 import {
   CacheCliError,
   deleteCommand,
@@ -179,7 +180,15 @@ async function run(options: CommonOptions): Promise<void> {
   }
 
   checkPassSocket(config, logger);
-  const server = new Server(config, addon, logger, families, stressConfig);
+  const metrics = await openMetrics(config.metricsListen, logger);
+  const server = new Server(
+    config,
+    addon,
+    logger,
+    families,
+    stressConfig,
+    metrics.metrics,
+  );
 
   // Signal handlers first: a SIGTERM right after "listening on" must still
   // stop cleanly.
@@ -188,7 +197,7 @@ async function run(options: CommonOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info(`stopping on ${signal}`);
-    void server.stop().then(() => {
+    void Promise.all([server.stop(), metrics.close()]).then(() => {
       logger.info("stopped");
       process.exit(0);
     });

@@ -15,6 +15,8 @@ import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
 import { ConnectionRates, Load } from "./intake/load.js";
 import { Watchdog } from "./intake/watchdog.js";
+import { NO_METRICS, type Metrics } from "./metrics/metrics.js";
+import { daemonState } from "./metrics/state.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -46,6 +48,7 @@ export class Server {
     private readonly families: AddressFamilies,
     /** The configuration with ${stress} set, used in stress mode. */
     private readonly stressConfig: Config = config,
+    private readonly metrics: Metrics = NO_METRICS,
   ) {
     this.load = new Load(config.limits.preQueueLimit, logger);
     this.watchdog = new Watchdog(logger, config.limits.stallWarningMs);
@@ -54,7 +57,7 @@ export class Server {
     );
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
     if (config.cache.settings !== undefined) {
-      this.cache = VerdictCache.open(config.cache.settings, logger);
+      this.cache = VerdictCache.open(config.cache.settings, logger, metrics);
     }
     const { lists, timeoutMs, healthCheckIntervalMs } = config.dnsbl;
     if (lists.length > 0) {
@@ -70,6 +73,7 @@ export class Server {
         client,
         logger,
         this.dnsblHealth,
+        metrics,
       );
     }
   }
@@ -87,6 +91,7 @@ export class Server {
     try {
       for (const { host, port, proxy } of this.config.listen) {
         let listener: NativeListener | undefined = undefined;
+        let label = "";
         const onError = (error: ListenerError): void => {
           this.onAcceptError(error, listener);
         };
@@ -96,6 +101,7 @@ export class Server {
           LISTEN_BACKLOG,
           ACCEPT_LIMIT,
           (socket, clientAddress, clientPort, serverAddress, serverPort) => {
+            this.metrics.connectionAccepted(label);
             const session = new Session(
               {
                 config: this.load.stress ? this.stressConfig : this.config,
@@ -107,6 +113,7 @@ export class Server {
                 counts: this.counts,
                 rates: this.rates,
                 load: this.load,
+                metrics: this.metrics,
                 onEnded: (ended) => this.sessions.delete(ended),
               },
               socket,
@@ -121,15 +128,17 @@ export class Server {
         );
         this.listeners.push(listener);
         const bound = listener.address();
-        this.logger.info(
-          `listening on ${formatEndpoint(bound.address, bound.port)}`,
-        );
+        label = formatEndpoint(bound.address, bound.port);
+        this.logger.info(`listening on ${label}`);
       }
     } catch (error) {
       this.closeListeners();
       throw error;
     }
     for (const listener of this.listeners) listener.start();
+    this.metrics.attachState(
+      daemonState(this.listeners, this.sessions, this.load, this.dnsblHealth),
+    );
     this.watchdog.start();
     // Lists count as healthy until a check fails, so a slow or
     // dead list does not delay startup.

@@ -11,6 +11,7 @@ import { RateLimitedWarning } from "../log/logger.js";
 import { LocalStore } from "./local-store.js";
 import { RedisStore, redactUrl } from "./redis-store.js";
 import { latestExpiry, RecordFormatError, type CacheRecord } from "./record.js";
+import { NO_METRICS, type Metrics } from "../metrics/metrics.js";
 
 export interface CacheSettings {
   /** Path of the embedded store file. */
@@ -39,13 +40,18 @@ export class VerdictCache {
     private readonly logger: Logger,
     private readonly local: LocalStore | undefined,
     private readonly redis: RedisStore | undefined,
+    private readonly metrics: Metrics,
   ) {
     this.redisWarning = new RateLimitedWarning(logger, 60_000);
     this.formatWarning = new RateLimitedWarning(logger, 60_000);
   }
 
   /** Opens the stores; logs and carries on without a store that fails. */
-  static open(settings: CacheSettings, logger: Logger): VerdictCache {
+  static open(
+    settings: CacheSettings,
+    logger: Logger,
+    metrics: Metrics = NO_METRICS,
+  ): VerdictCache {
     let local: LocalStore | undefined;
     try {
       local = LocalStore.open(settings.localPath);
@@ -78,7 +84,7 @@ export class VerdictCache {
           ),
       );
     }
-    return new VerdictCache(settings, logger, local, redis);
+    return new VerdictCache(settings, logger, local, redis, metrics);
   }
 
   get name(): string {
@@ -99,12 +105,19 @@ export class VerdictCache {
     } catch (error) {
       this.warnFormat(`local cache ${this.settings.localPath}`, key, error);
     }
+    // In shared mode a local copy is trusted only for cache_local_ttl.
+    const fresh =
+      this.redis === undefined || now - syncedAt < this.settings.localTtlMs;
+    const localResult = fresh ? "hit" : "expired";
+    this.metrics.cacheLookup(
+      "local",
+      local === undefined ? "miss" : localResult,
+    );
     if (this.redis === undefined) return local;
-    if (local !== undefined && now - syncedAt < this.settings.localTtlMs) {
-      return local;
-    }
+    if (local !== undefined && fresh) return local;
 
     const result = await this.redis.get(key);
+    this.metrics.cacheLookup("shared", result.status);
     switch (result.status) {
       case "hit":
         this.local?.put(key, result.record, now);

@@ -135,6 +135,8 @@ export interface Config {
   limits: LimitsConfig;
   /** Time a load balancer has to send its PROXY header. */
   upstreamProxyTimeoutMs: number;
+  /** Address of the Prometheus endpoint; undefined turns metrics off. */
+  metricsListen: ListenAddress | undefined;
   /** True in the configuration used under stress (${stress} is "yes"). */
   stress: boolean;
   /** Remarks for the startup log about how settings were read. */
@@ -431,6 +433,7 @@ export function buildConfig(
     upstreamProxyTimeoutMs: check("upstream_proxy_timeout", (value) =>
       checkTime(spec("upstream_proxy_timeout"), value),
     ),
+    metricsListen: check("metrics_listen", parseMetricsListen),
     stress: options.stress === true,
     notes: [],
     parameters: Object.fromEntries(values),
@@ -655,6 +658,23 @@ function requireAbsolute(value: string): string {
 /** Splits a Postfix list value: items separated by commas or white space. */
 export function splitList(value: string): string[] {
   return value.split(/[\s,]+/).filter((item) => item !== "");
+}
+
+/**
+ * Parses metrics_listen: empty (metrics off) or one "addr:port" or
+ * "[v6addr]:port"; port 0 picks a free port.
+ */
+export function parseMetricsListen(value: string): ListenAddress | undefined {
+  const items = splitList(value);
+  if (items.length === 0) return undefined;
+  const [address] = parseListen(value);
+  if (items.length > 1 || address === undefined || address.proxy) {
+    throw new Error(
+      `invalid value "${value}": expected one address and port, such as ` +
+        '"127.0.0.1:9425" or "[::1]:9425"',
+    );
+  }
+  return address;
 }
 
 /**

@@ -441,6 +441,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     maxSeconds: MAX_TIMER_SECONDS,
     postscreen: true,
   },
+  { name: "metrics_listen", kind: "string", default: "" },
   { name: "queue_directory", kind: "string", default: "/var/spool/postfix" },
   { name: "smtpd_service_name", kind: "string", default: "smtpd" },
   { name: "smtpd_pass_socket", kind: "string", default: "" },

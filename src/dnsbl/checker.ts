@@ -10,6 +10,7 @@ import { RateLimitedWarning } from "../log/logger.js";
 import type { DnsblHealth } from "./health.js";
 import { isLoopbackAnswer, type DnsblList } from "./lists.js";
 import { queryName, type DnsClient, type LookupResult } from "./resolver.js";
+import { NO_METRICS, type Metrics } from "../metrics/metrics.js";
 
 export interface DnsblSettings {
   lists: DnsblList[];
@@ -125,6 +126,7 @@ export class DnsblChecker {
     private readonly client: DnsClient,
     private readonly logger: Logger,
     private readonly health: DnsblHealth | undefined,
+    private readonly metrics: Metrics = NO_METRICS,
   ) {}
 
   private warn(list: DnsblList, kind: string, message: string): void {
@@ -165,18 +167,24 @@ export class DnsblChecker {
     list: DnsblList,
     address: string,
   ): Promise<{ answers: string[] | undefined; ttl: number | undefined }> {
+    const startedAt = performance.now();
     const result: LookupResult = await this.client.queryA(
       queryName(address, list.domain),
     );
+    const seconds = (performance.now() - startedAt) / 1000;
     if (result.kind === "error") {
+      this.metrics.dnsblQuery(list.publicName, seconds, result.code);
       this.warnLookup(list, result.code);
       return { answers: undefined, ttl: undefined };
     }
     if (result.kind === "clean") {
+      this.metrics.dnsblQuery(list.publicName, seconds, undefined);
       const ttl = await this.client.negativeTtl(list.domain);
       return { answers: [], ttl };
     }
     const trusted = this.trustedAnswers(list, result.answers);
+    const error = trusted === undefined ? "error_answer" : undefined;
+    this.metrics.dnsblQuery(list.publicName, seconds, error);
     if (trusted === undefined) return { answers: undefined, ttl: undefined };
     return { answers: trusted, ttl: result.ttlSeconds };
   }

@@ -42,6 +42,17 @@ export class DnsblHealth {
     return !this.disabled.has(`${domain} ${family}`);
   }
 
+  /** Returns each list's health per address family, by public name. */
+  states(): { list: string; family: Family; healthy: boolean }[] {
+    return this.lists.flatMap((list) =>
+      ([4, 6] as const).map((family) => ({
+        list: list.publicName,
+        family,
+        healthy: this.isEnabled(list.domain, family),
+      })),
+    );
+  }
+
   /** Runs the first checks and schedules the next ones. */
   async start(): Promise<void> {
     await this.checkAll();

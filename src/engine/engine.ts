@@ -14,12 +14,21 @@ import type { Config, DeepTestConfig, TestAction } from "../config/load.js";
 import type { Logger } from "../log/logger.js";
 import { escapeBytes, escapeForLog, formatDelay } from "../log/format.js";
 import { CommandReader } from "./command-reader.js";
+import type { Metrics, VerdictTest } from "../metrics/metrics.js";
 
 export type DeepTest = "pipelining" | "nonSmtp" | "bareNewline";
+
+/** Deep tests as metrics name them, after their parameters. */
+const METRIC_NAMES = {
+  pipelining: "pipelining",
+  nonSmtp: "non_smtp_command",
+  bareNewline: "bare_newline",
+} as const satisfies Record<DeepTest, VerdictTest>;
 
 export interface EngineSetup {
   config: Config;
   logger: Logger;
+  metrics: Metrics;
   clientAddress: string;
   clientLabel: string;
   /** Sends "220 banner" first; false after a pregreet, as postscreen does. */
@@ -231,6 +240,7 @@ export class DummyEngine {
     dropReply: string,
   ): boolean {
     this.decided.add(test);
+    this.setup.metrics.verdict(METRIC_NAMES[test], "fail");
     const action: TestAction = settings.action;
     if (action === "drop") {
       this.failed = true;
@@ -319,6 +329,7 @@ export class DummyEngine {
       for (const test of this.setup.todo) {
         if (!this.decided.has(test)) {
           this.decided.add(test);
+          this.setup.metrics.verdict(METRIC_NAMES[test], "pass");
           this.passes[test] = now + ttls[test];
         }
       }

@@ -12,6 +12,13 @@ export class Load {
   waiting = 0;
   /** Connections being answered slowly by the tarpit. */
   tarpitted = 0;
+  /** Sessions by phase, for metrics. */
+  readonly phases: Record<LoadPhase, number> = {
+    testing: 0,
+    engine: 0,
+    passing: 0,
+    ended: 0,
+  };
   private stressed = false;
   private readonly slowHandoffWarning: RateLimitedWarning;
 
@@ -49,6 +56,8 @@ export class Load {
   /** Moves one session from phase `from` to phase `to`. */
   change(from: LoadPhase | undefined, to: LoadPhase): void {
     if (from === to) return;
+    if (from !== undefined) this.phases[from]--;
+    this.phases[to]++;
     if (from === "testing" || from === "engine") this.underTest--;
     if (from === "passing") this.waiting--;
     if (to === "testing" || to === "engine") this.underTest++;

@@ -36,6 +36,7 @@ import {
   type DeepTest,
   type EngineOutcome,
 } from "../engine/engine.js";
+import { dnsblVerdict, type Metrics } from "../metrics/metrics.js";
 
 export const REPLY_PROTOCOL_ERROR_DROP = "521 5.5.1 Protocol error\r\n";
 export const REPLY_DENYLIST_DROP =
@@ -67,6 +68,7 @@ export interface SessionContext {
   counts: ClientCounts;
   rates: ConnectionRates;
   load: Load;
+  metrics: Metrics;
   /** Called once, when the session no longer owns the client socket. */
   onEnded(session: Session): void;
 }
@@ -223,6 +225,7 @@ export class Session {
       logger.info(
         `NOQUEUE: reject: CONNECT from ${this.clientLabel}: too many connections`,
       );
+      this.context.metrics.verdict("limit", "connection_count");
       this.closeWithReply(REPLY_TOO_MANY);
       return;
     }
@@ -234,6 +237,7 @@ export class Session {
         `NOQUEUE: reject: CONNECT from ${this.clientLabel}: too many ` +
           `connections per ${limits.clientConnectionRateTimeUnitMs / 1000}s`,
       );
+      this.context.metrics.verdict("limit", "connection_rate");
       this.closeWithReply(REPLY_TOO_MANY);
       return;
     }
@@ -241,6 +245,7 @@ export class Session {
       logger.info(
         `NOQUEUE: reject: CONNECT from ${this.clientLabel}: all server ports busy`,
       );
+      this.context.metrics.verdict("limit", "post_queue");
       this.closeWithReply(REPLY_PORTS_BUSY);
       return;
     }
@@ -260,6 +265,7 @@ export class Session {
       ? { allow: "ALLOW", deny: "DENY" }
       : { allow: "WHITE", deny: "BLACK" };
     const access = config.accessList.evaluate(this.client.address);
+    if (access !== undefined) this.context.metrics.verdict("access", access);
     if (access === "permit") {
       logger.info(`${words.allow}LISTED ${this.clientLabel}`);
       this.passToSmtpd();
@@ -330,6 +336,7 @@ export class Session {
       this.enforceReply === undefined
     ) {
       logger.info(`PASS OLD ${this.clientLabel}`);
+      this.context.metrics.verdict("cache", "pass");
       this.passToSmtpd();
       return;
     }
@@ -346,6 +353,7 @@ export class Session {
       logger.info(
         `reject: connect from ${this.clientLabel}: all screening ports busy`,
       );
+      this.context.metrics.verdict("limit", "pre_queue");
       this.closeWithReply(REPLY_SCREENING_BUSY);
       return;
     }
@@ -422,6 +430,7 @@ export class Session {
 
   private onPregreet(): void {
     if (this.phase !== "testing") return;
+    this.context.metrics.verdict("pregreet", "fail");
     const action = this.context.config.greetAction;
     if (action === "drop") {
       this.stopEarlyTests();
@@ -466,6 +475,9 @@ export class Session {
     let dnsblTtlMs: number | undefined;
     if (this.dnsblQuery !== undefined) {
       const result = this.dnsblQuery.current();
+      const { threshold } = config.dnsbl;
+      const verdict = dnsblVerdict(result, threshold, this.allowlistedByDns);
+      this.context.metrics.verdict("dnsbl", verdict);
       if (result.score >= config.dnsbl.threshold) {
         logger.info(`DNSBL rank ${result.score} for ${this.clientLabel}`);
         const listName = result.listName ?? "unknown";
@@ -497,6 +509,8 @@ export class Session {
       // Action ignore or enforce (drop ended the session already).
       if (config.greetAction === "ignore") this.failedIgnored = true;
     } else if (this.greetingTodo) {
+      if (!this.allowlistedByDns)
+        this.context.metrics.verdict("pregreet", "pass");
       // An allowlist score replaces the greeting test, for as long as the
       // DNS answer lives.
       const ttl =
@@ -594,6 +608,7 @@ export class Session {
       {
         config,
         logger,
+        metrics: this.context.metrics,
         clientAddress: this.client.address,
         clientLabel: this.clientLabel,
         // postscreen greets again unless the pregreet is enforced.
@@ -636,6 +651,7 @@ export class Session {
         serverPort: this.server.port,
       });
     } catch (error) {
+      this.context.metrics.handoffFailed("attributes");
       this.context.logger.warning(
         `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
           (error as Error).message,
@@ -656,6 +672,7 @@ export class Session {
         onSent: (failure) => this.onHandoffSent(failure),
         onFinished: (timedOut) => this.onHandoffFinished(timedOut),
         onUnread: () => {
+          this.context.metrics.handoffFailed("unread");
           this.context.logger.warning(
             `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
               "the connection was reset with the attributes unread",
@@ -675,6 +692,7 @@ export class Session {
       this.releaseCount();
       return;
     }
+    this.context.metrics.handoffFailed(failure.stage);
     const service = this.context.config.smtpdServiceLabel;
     const reason = describeError(failure.error);
     if (failure.stage === "connect") {
@@ -693,6 +711,7 @@ export class Session {
   private onHandoffFinished(timedOut: boolean): void {
     const { logger, config, load } = this.context;
     if (timedOut) {
+      this.context.metrics.handoffFailed("timeout");
       logger.warning(
         `timeout sending connection to service ${config.smtpdServiceLabel}`,
       );
@@ -700,6 +719,9 @@ export class Session {
       // The time smtpd takes to close the pass channel is the load signal:
       // every smtpd busy, or master throttling the service.
       load.recordHandoffTime(performance.now() - this.sentAt);
+      this.context.metrics.handoffFinished(
+        (performance.now() - this.sentAt) / 1000,
+      );
     }
     this.end();
   }
@@ -770,6 +792,7 @@ export class Session {
     const { load, config } = this.context;
     const { delayMs, timeLimitMs } = config.engine.tarpit;
     load.tarpitted++;
+    this.context.metrics.tarpitStarted();
     this.tarpitting = true;
     const deadline = Date.now() + timeLimitMs;
     let offset = 0;

@@ -7,11 +7,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { packageRoot } from "../../src/native.js";
 import { PostfixInstance } from "../support/postfix.js";
-import { PostwardenProcess } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 import { DnsResponder } from "../support/dns-responder.js";
-import { metricsUrl, scrapeText } from "../support/metrics.js";
+import { metricsUrl, scrapeText, startPostwarden } from "../support/metrics.js";
 
 requireRootAndPostfix();
 
@@ -112,28 +111,14 @@ test("PromQL name extraction", () => {
 });
 
 test("dashboard metrics exist in scrape", async () => {
-  const warden = PostwardenProcess.start({
-    args: [
-      "--config",
-      "/dev/null",
-      "--listen",
-      "127.0.0.1:0",
-      "--queue-directory",
-      postfix.queueDirectory,
-      "--postfix-config-directory",
-      postfix.configDirectory,
-      "--greet-wait",
-      "1s",
-      "-o",
-      "access_list=",
-      "-o",
-      "metrics_listen=127.0.0.1:0",
-      "-o",
-      "dnsbl_sites=fail.test",
-      "-o",
-      `dns_servers=${responder.server}`,
-    ],
-  });
+  const warden = startPostwarden(postfix, [
+    "-o",
+    "access_list=",
+    "-o",
+    "dnsbl_sites=fail.test",
+    "-o",
+    `dns_servers=${responder.server}`,
+  ]);
   try {
     const port = await warden.listeningPort();
     const url = await metricsUrl(warden);

@@ -1,6 +1,6 @@
-// Metrics end to end: scripted clients against a private Postfix, with
-// rbldnsd for the DNS list and redis-server for the shared cache; then a
-// scrape of /metrics over HTTP must count exactly the events sent.
+// Metrics end to end: scripted clients run against a private Postfix, with
+// rbldnsd for the DNS list and redis-server for the shared cache. A scrape
+// of /metrics over HTTP must then count exactly the events sent.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
@@ -12,7 +12,12 @@ import { SmtpClient } from "../support/smtp-client.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 import { Rbldnsd } from "../support/rbldnsd.js";
 import { RedisServer } from "../support/redis.js";
-import { metricsUrl, nonzero, scrape } from "../support/metrics.js";
+import {
+  metricsUrl,
+  nonzero,
+  scrape,
+  startPostwarden,
+} from "../support/metrics.js";
 
 requireRootAndPostfix();
 
@@ -49,32 +54,6 @@ after(async () => {
   await postfix?.destroy();
 });
 
-function startPostwarden(
-  options: { dataDirectory?: string },
-  ...extra: string[]
-): PostwardenProcess {
-  return PostwardenProcess.start({
-    ...options,
-    args: [
-      "--config",
-      "/dev/null",
-      "--listen",
-      "127.0.0.1:0",
-      "--queue-directory",
-      postfix.queueDirectory,
-      "--postfix-config-directory",
-      postfix.configDirectory,
-      "--greet-wait",
-      "1s",
-      "-o",
-      "myhostname=warden.example.com",
-      "-o",
-      "metrics_listen=127.0.0.1:0",
-      ...extra,
-    ],
-  });
-}
-
 function escape(text: string): string {
   return text.replace(/[[\].*+?^$()|{}\\]/g, "\\$&");
 }
@@ -88,7 +67,7 @@ async function smtpdDone(client: SmtpClient, source: string): Promise<void> {
   );
 }
 
-/** A client that reaches smtpd, with or without the teaser first. */
+/** Connects a client that must reach smtpd, after `greeting`, and quits. */
 async function handedOff(
   port: number,
   source: string,
@@ -101,7 +80,7 @@ async function handedOff(
   await smtpdDone(client, source);
 }
 
-/** A client rejected with `reply` before smtpd sees it. */
+/** Connects a client that must get `lines` and be disconnected. */
 async function rejected(
   warden: PostwardenProcess,
   port: number,
@@ -118,7 +97,7 @@ async function rejected(
   );
 }
 
-/** Scrapes until `ready` holds (bounded), for events that end late. */
+/** Scrapes until `ready` returns true or 10 s pass, for late events. */
 async function scrapeWhen(
   url: string,
   ready: (samples: Map<string, number>) => boolean,
@@ -133,8 +112,7 @@ async function scrapeWhen(
 
 describe("metrics endpoint", () => {
   test("scrape counts scripted clients", async () => {
-    const warden = startPostwarden(
-      {},
+    const warden = startPostwarden(postfix, [
       "-o",
       `access_list=cidr:${accessTable}`,
       "-o",
@@ -151,7 +129,7 @@ describe("metrics endpoint", () => {
       "tarpit_outcomes=dnsbl_drop",
       "-o",
       "tarpit_delay=5ms",
-    );
+    ]);
     try {
       const port = await warden.listeningPort();
       const url = await metricsUrl(warden);
@@ -241,15 +219,14 @@ describe("metrics endpoint", () => {
   });
 
   test("gauges show clients in progress", async () => {
-    const warden = startPostwarden(
-      {},
+    const warden = startPostwarden(postfix, [
       "-o",
       "access_list=",
       "--greet-wait",
       "5s",
       "-o",
       "pipelining_enable=yes",
-    );
+    ]);
     try {
       const port = await warden.listeningPort();
       const url = await metricsUrl(warden);
@@ -318,14 +295,12 @@ describe("metrics endpoint", () => {
   test("shared cache hit on second daemon", async () => {
     const redis = await RedisServer.start();
     const shared = ["-o", "access_list=", "-o", `cache_map=${redis.url}`];
-    const first = startPostwarden(
-      { dataDirectory: mkdtempSync(join(tmpdir(), "postwarden-metrics-a-")) },
-      ...shared,
-    );
-    const second = startPostwarden(
-      { dataDirectory: mkdtempSync(join(tmpdir(), "postwarden-metrics-b-")) },
-      ...shared,
-    );
+    const first = startPostwarden(postfix, shared, {
+      dataDirectory: mkdtempSync(join(tmpdir(), "postwarden-metrics-a-")),
+    });
+    const second = startPostwarden(postfix, shared, {
+      dataDirectory: mkdtempSync(join(tmpdir(), "postwarden-metrics-b-")),
+    });
     try {
       const firstPort = await first.listeningPort();
       const secondPort = await second.listeningPort();
@@ -362,18 +337,7 @@ describe("metrics endpoint", () => {
   });
 
   test("metrics off opens no endpoint", async () => {
-    const warden = PostwardenProcess.start({
-      args: [
-        "--config",
-        "/dev/null",
-        "--listen",
-        "127.0.0.1:0",
-        "--queue-directory",
-        postfix.queueDirectory,
-        "--postfix-config-directory",
-        postfix.configDirectory,
-      ],
-    });
+    const warden = startPostwarden(postfix, [], { metrics: false });
     try {
       await warden.waitForLog(/postwarden started/);
       assert.deepEqual(warden.grep(/metrics/), []);

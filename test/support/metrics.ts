@@ -2,7 +2,41 @@
 // the Prometheus text format into samples keyed by series, such as
 // 'postwarden_verdicts_total{test="dnsbl",result="fail"}'.
 import assert from "node:assert/strict";
-import type { PostwardenProcess } from "./postwarden.js";
+import type { PostfixInstance } from "./postfix.js";
+import { PostwardenProcess } from "./postwarden.js";
+
+/**
+ * Starts postwarden in front of `postfix` on a free port, with a 1 s
+ * greeting wait, and with metrics on a free port unless `metrics` is false.
+ */
+export function startPostwarden(
+  postfix: PostfixInstance,
+  extra: string[],
+  options: { dataDirectory?: string; metrics?: boolean } = {},
+): PostwardenProcess {
+  const metrics = options.metrics ?? true;
+  return PostwardenProcess.start({
+    ...(options.dataDirectory === undefined
+      ? {}
+      : { dataDirectory: options.dataDirectory }),
+    args: [
+      "--config",
+      "/dev/null",
+      "--listen",
+      "127.0.0.1:0",
+      "--queue-directory",
+      postfix.queueDirectory,
+      "--postfix-config-directory",
+      postfix.configDirectory,
+      "--greet-wait",
+      "1s",
+      "-o",
+      "myhostname=warden.example.com",
+      ...(metrics ? ["-o", "metrics_listen=127.0.0.1:0"] : []),
+      ...extra,
+    ],
+  });
+}
 
 /** Waits for the "serving metrics at URL" line; returns the URL. */
 export async function metricsUrl(warden: PostwardenProcess): Promise<string> {

@@ -89,7 +89,8 @@ test("endpoint serves GET /metrics only", async () => {
   );
   try {
     const port = opened.bound?.port;
-    assert.ok(port !== undefined && port > 0);
+    assert.ok(port !== undefined);
+    assert.ok(port > 0);
     assert.ok(
       lines.includes(`serving metrics at http://127.0.0.1:${port}/metrics`),
       lines.join("\n"),

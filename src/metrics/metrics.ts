@@ -87,8 +87,10 @@ export interface Metrics {
   /** One DNS list query: its duration and, when it failed, the reason. */
   dnsblQuery(list: string, seconds: number, error: string | undefined): void;
   cacheLookup<S extends CacheStore>(store: S, result: CacheResult<S>): void;
-  /** smtpd took a client; `seconds` from sending the descriptor. */
-  handoffFinished(seconds: number): void;
+  /** Records the DNS list verdict for a client's score; see dnsblVerdict. */
+  dnsbl(score: DnsblScore, threshold: number, allowlisted: boolean): void;
+  /** Records that smtpd took a client, `milliseconds` after it was sent. */
+  handoffFinished(milliseconds: number): void;
   handoffFailed(reason: HandoffFailure): void;
   tarpitStarted(): void;
   /** Registers the source of the gauges; called once by the server. */
@@ -105,13 +107,17 @@ export const NO_METRICS: Metrics = {
   verdict: ignore,
   dnsblQuery: ignore,
   cacheLookup: ignore,
+  dnsbl: ignore,
   handoffFinished: ignore,
   handoffFailed: ignore,
   tarpitStarted: ignore,
   attachState: ignore,
 };
 
-/** Classifies a DNS list score at the end of the early tests. */
+/**
+ * Classifies a DNS list score at the end of the early tests: `allowlisted`
+ * is true when the score reached dnsbl_allowlist_threshold.
+ */
 export function dnsblVerdict(
   score: DnsblScore,
   threshold: number,

@@ -10,8 +10,10 @@ import {
   Registry,
 } from "prom-client";
 import type { Logger } from "../log/logger.js";
+import type { DnsblScore } from "../dnsbl/checker.js";
 import {
   CACHE_RESULTS,
+  dnsblVerdict,
   HANDOFF_FAILURES,
   VERDICT_RESULTS,
   type CacheResult,
@@ -116,8 +118,9 @@ export class PrometheusMetrics implements Metrics {
       name: "postwarden_queue_depth",
       help:
         "Sessions by what they wait for: greeting (PROXY header, cache " +
-        "lookup, greeting wait and DNS lists), engine (dummy SMTP engine), " +
-        "handoff (smtpd has not taken the client yet)",
+        "lookup, greeting wait and DNS lists, and tarpitted replies), " +
+        "engine (dummy SMTP engine), handoff (smtpd has not taken the " +
+        "client yet)",
       labelNames: ["queue"] as const,
       registers,
       collect() {
@@ -198,8 +201,13 @@ export class PrometheusMetrics implements Metrics {
     this.cacheLookups.inc({ store, result });
   }
 
-  handoffFinished(seconds: number): void {
-    this.handoffDuration.observe(seconds);
+  dnsbl(score: DnsblScore, threshold: number, allowlisted: boolean): void {
+    const result = dnsblVerdict(score, threshold, allowlisted);
+    this.verdicts.inc({ test: "dnsbl", result });
+  }
+
+  handoffFinished(milliseconds: number): void {
+    this.handoffDuration.observe(milliseconds / 1000);
   }
 
   handoffFailed(reason: HandoffFailure): void {

@@ -36,7 +36,7 @@ import {
   type DeepTest,
   type EngineOutcome,
 } from "../engine/engine.js";
-import { dnsblVerdict, type Metrics } from "../metrics/metrics.js";
+import type { Metrics } from "../metrics/metrics.js";
 
 export const REPLY_PROTOCOL_ERROR_DROP = "521 5.5.1 Protocol error\r\n";
 export const REPLY_DENYLIST_DROP =
@@ -476,8 +476,7 @@ export class Session {
     if (this.dnsblQuery !== undefined) {
       const result = this.dnsblQuery.current();
       const { threshold } = config.dnsbl;
-      const verdict = dnsblVerdict(result, threshold, this.allowlistedByDns);
-      this.context.metrics.verdict("dnsbl", verdict);
+      this.context.metrics.dnsbl(result, threshold, this.allowlistedByDns);
       if (result.score >= config.dnsbl.threshold) {
         logger.info(`DNSBL rank ${result.score} for ${this.clientLabel}`);
         const listName = result.listName ?? "unknown";
@@ -719,9 +718,7 @@ export class Session {
       // The time smtpd takes to close the pass channel is the load signal:
       // every smtpd busy, or master throttling the service.
       load.recordHandoffTime(performance.now() - this.sentAt);
-      this.context.metrics.handoffFinished(
-        (performance.now() - this.sentAt) / 1000,
-      );
+      this.context.metrics.handoffFinished(performance.now() - this.sentAt);
     }
     this.end();
   }

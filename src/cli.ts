@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Command-line entry: `postwarden run` starts the daemon, `postwarden check`
-// validates a configuration and prints the values in effect.
+// validates a configuration and the Postfix side, and `postwarden
+// import-postfix` converts postscreen settings.
 import { Command, Option } from "commander";
 import { accessSync, constants, statSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config/load.js";
@@ -12,6 +13,13 @@ import {
   type PostfixSettings,
 } from "./postfix/postconf.js";
 import { parseNetworkList } from "./access/network.js";
+import { currentUser } from "./check/access.js";
+import { checkPostfixSide } from "./check/postfix-side.js";
+import { formatProblem } from "./check/problem.js";
+import { checkTableAccess } from "./check/tables.js";
+import { importPostfix } from "./postfix/import.js";
+import { PostconfError } from "./postfix/postconf-values.js";
+import { readSnapshot } from "./postfix/snapshot.js";
 import { Server } from "./server.js";
 import { openMetrics } from "./metrics/http.js";
 import {
@@ -246,13 +254,55 @@ function checkPassSocket(config: Config, logger: StreamLogger): void {
   }
 }
 
+/**
+ * Validates the configuration, the files it reads and the Postfix side.
+ * Prints the values in effect on stdout and each problem on stderr, and
+ * sets exit status 1 when there is any.
+ */
 async function check(options: CommonOptions): Promise<void> {
-  const { config, warnings } = await readConfigWithPostfix(options);
-  for (const warning of warnings) process.stderr.write(`warning: ${warning}\n`);
+  const user = currentUser();
+  let config: Config;
+  try {
+    const loaded = await readConfigWithPostfix(options);
+    config = loaded.config;
+    for (const warning of loaded.warnings) {
+      process.stderr.write(`postwarden: warning: ${warning}\n`);
+    }
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    for (const problem of error.problems) {
+      process.stderr.write(`postwarden: ${problem}\n`);
+    }
+    process.stderr.write(
+      "postwarden: configuration invalid; the Postfix side was not checked\n",
+    );
+    process.exitCode = 1;
+    return;
+  }
   const lines = Object.entries(config.parameters).map(
     ([name, value]) => `${name} = ${value}`,
   );
   process.stdout.write(lines.join("\n") + "\n");
+
+  const problems = [
+    ...checkTableAccess(config, user),
+    ...(await checkPostfixSide(config, options.config, user)),
+  ];
+  for (const problem of problems) {
+    process.stderr.write(`postwarden: ${formatProblem(problem)}\n`);
+  }
+  process.stderr.write(
+    problems.length === 0
+      ? `postwarden: check passed: configuration, tables and Postfix in ${config.postfixConfigDirectory}\n`
+      : `postwarden: check failed: ${problems.length} problem(s)\n`,
+  );
+  process.exitCode = problems.length === 0 ? 0 : 1;
+}
+
+/** Prints a postwarden configuration for the Postfix in `directory`. */
+async function importFromPostfix(directory: string): Promise<void> {
+  const snapshot = await readSnapshot(directory);
+  process.stdout.write(importPostfix(snapshot));
 }
 
 function fail(error: unknown): never {
@@ -264,7 +314,8 @@ function fail(error: unknown): never {
     );
   } else if (
     error instanceof AddonLoadError ||
-    error instanceof CacheCliError
+    error instanceof CacheCliError ||
+    error instanceof PostconfError
   ) {
     process.stderr.write(`postwarden: fatal: ${error.message}\n`);
   } else {
@@ -287,8 +338,24 @@ addCommonOptions(
 addCommonOptions(
   program
     .command("check")
-    .description("validate the configuration and print the values in effect"),
+    .description(
+      "validate the configuration, its table files and the Postfix side " +
+        "(pass service, socket, smtpd settings); exit 1 on any problem",
+    ),
 ).action((options: CommonOptions) => check(options).catch(fail));
+
+program
+  .command("import-postfix")
+  .description(
+    "print a postwarden configuration equivalent to the postscreen " +
+      "settings of a Postfix instance",
+  )
+  .argument(
+    "[config-directory]",
+    "Postfix configuration directory",
+    "/etc/postfix",
+  )
+  .action((directory: string) => importFromPostfix(directory).catch(fail));
 
 const cache = program
   .command("cache")

@@ -5,7 +5,7 @@
 export type TestResult =
   /** Disabled in the configuration. */
   | "off"
-  /** Passed before, and the verdict cache still holds the pass. */
+  /** Passed before, and the verdict cache still contains the pass. */
   | "cached"
   | "pass"
   | "fail"
@@ -17,17 +17,18 @@ export type SummaryTestName =
   "pregreet" | "dnsbl" | "pipelining" | "non_smtp_command" | "bare_newline";
 
 /**
- * What the session concluded about the client: every test to do passed,
- * a test failed (with any action), the access list or a DNS allowlist
- * score permitted it, `allowlist_interfaces` vetoed its hand-off, or no
- * verdict was reached (a hang-up, a limit, a shutdown).
+ * The session's conclusion about the client. "pass": every test to do
+ * passed. "fail": a test failed, with any action. "allowlisted": the
+ * access list or a DNS allowlist score permitted it. "veto":
+ * `allowlist_interfaces` vetoed its hand-off. "none": no verdict, after a
+ * hang-up, a limit or a shutdown.
  */
 export type Verdict = "pass" | "fail" | "allowlisted" | "veto" | "none";
 
 /**
- * What postwarden did with the connection: handed it to smtpd, kept it in
- * the dummy SMTP engine, replied and closed, closed without a reply, or
- * saw the client hang up first.
+ * The session's handling of the connection: a hand-off to smtpd, the
+ * dummy SMTP engine, a reply and close, a close without a reply, or the
+ * client's hang-up first.
  */
 export type SessionAction =
   "handoff" | "engine" | "reject" | "close" | "hangup";
@@ -60,7 +61,7 @@ export interface ConnectionSummary {
   handoff_error: string | null;
 }
 
-/** The parts of a summary that only the session knows at its end. */
+/** The parts of a summary that only the session has at its end. */
 export interface SessionOutcome {
   client: { address: string; port: number };
   listener: { address: string; port: number };

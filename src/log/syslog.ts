@@ -1,9 +1,9 @@
 // Syslog sink: one datagram per line on a connected UNIX datagram socket
 // (/dev/log by default), framed as glibc's syslog() frames it. Nothing
-// blocks: when the socket is missing, refuses lines or is full, the line
+// blocks. When the socket is missing, refuses lines or is full, the line
 // goes to stderr in the maillog format instead and is counted, and one
-// warning on stderr says so. The socket is connected again on a later
-// line, at most once per retry interval.
+// warning on stderr reports the outage. A later line connects the socket
+// again, at most once per retry delay.
 import { getSystemErrorName } from "node:util";
 import { createSocket, type UnixDgramSocket } from "unix-dgram";
 import { formatSyslogMessage } from "./syslog-format.js";
@@ -25,7 +25,7 @@ export interface SyslogOptions {
   facility: number;
   /** Program name in each line, such as postfix/postwarden. */
   program: string;
-  /** Where lines go while the socket cannot take them. */
+  /** Logger for the lines the socket cannot take; stderr by default. */
   fallback?: StreamLogger;
   /** Clock, for tests of the retry interval. */
   now?: () => number;

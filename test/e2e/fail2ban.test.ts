@@ -1,7 +1,7 @@
-// fail2ban compatibility: Debian's own postfix filter, run with
-// fail2ban-regex over a log file written by a real postwarden run (stderr
-// format, as maillog_file writes it), finds the host in the PREGREET line
-// in mode ddos and in the DNS-list NOQUEUE reject in its default mode.
+// fail2ban compatibility: a real postwarden run writes a log file in the
+// stderr format, which is Postfix's maillog_file format. Debian's own
+// postfix filter, run with fail2ban-regex, finds the host in its PREGREET
+// line in mode ddos, and in its DNS-list NOQUEUE reject in the default mode.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";

@@ -98,7 +98,7 @@ async function patientClient(port: number): Promise<number> {
   return client.localPort;
 }
 
-/** The RFC 3164 header glibc's syslog() writes, for one program and PID. */
+/** Returns a pattern for the RFC 3164 header that glibc's syslog() writes. */
 function header(priority: number, program: string, pid: number): string {
   const escaped = program.replace(/[/]/g, "\\/");
   return (

@@ -165,6 +165,7 @@ test("summary verdicts", () => {
     return summary.finish(outcome(changes)).verdict;
   };
   const handoff = (summary: SessionSummary): void => summary.act("handoff");
+
   assert.equal(verdict(handoff, {}), "pass");
   assert.equal(
     verdict((summary) => {
@@ -174,6 +175,7 @@ test("summary verdicts", () => {
     "allowlisted",
   );
   assert.equal(verdict(handoff, { allowlistedByDns: true }), "allowlisted");
+
   assert.equal(verdict(handoff, { failed: true, allPassed: false }), "fail");
   assert.equal(
     verdict(
@@ -189,6 +191,7 @@ test("summary verdicts", () => {
     ),
     "fail",
   );
+
   assert.equal(
     verdict((summary) => summary.act("engine"), {
       vetoed: true,

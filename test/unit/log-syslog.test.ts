@@ -25,7 +25,7 @@ function socketPath(): string {
   return join(directory, `log${++socketCount}`);
 }
 
-/** A datagram receiver bound at `path`, collecting text messages. */
+/** Binds a datagram receiver at `path` that collects text messages. */
 function receiver(path: string): {
   messages: string[];
   socket: UnixDgramSocket;
@@ -41,7 +41,7 @@ function receiver(path: string): {
   return { messages, socket };
 }
 
-/** A stderr stand-in: a fallback logger whose lines land in `lines`. */
+/** Returns a fallback logger that writes to `lines` in place of stderr. */
 function capturedFallback(): { lines: string[]; fallback: StreamLogger } {
   const lines: string[] = [];
   const stream = new PassThrough();
@@ -273,9 +273,9 @@ test("syslog sink reconnects after the reader restarts", async () => {
 
 test("full socket diverts lines until writable", async (t) => {
   const path = socketPath();
-  // A reader that binds and reads nothing until told, so the socket's
-  // queue fills up; then it drains the queue for two seconds and stays
-  // bound until its input ends.
+  // The reader binds and reads nothing until a line arrives on its input,
+  // so the socket's queue fills up. Then it drains the queue for two
+  // seconds and stays bound until its input ends.
   const script = [
     "import socket, sys, time",
     "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)",
@@ -309,7 +309,7 @@ test("full socket diverts lines until writable", async (t) => {
   });
   try {
     await until(() => output.includes("ready"), "reader ready");
-    // Bounded: the queue of an unread datagram socket holds far fewer.
+    // Bounded: the queue of an unread datagram socket takes far fewer.
     let sent = 0;
     while (logger.droppedLines === 0 && sent < 100_000) {
       logger.info(`line ${sent++}`);

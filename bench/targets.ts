@@ -299,8 +299,8 @@ export class BenchEnvironment {
     const port = await freePort();
     const directory = join(this.workDirectory, spec.id);
     mkdirSync(directory, { recursive: true });
-    // The log goes to a file, or to /dev/null: postwarden has no switch to
-    // turn logging off.
+    // The log goes to stderr, into a file or /dev/null: postwarden has no
+    // switch to turn logging off.
     const logFile = spec.logToFile ? join(directory, "postwarden.log") : "";
     const stderr = openSync(spec.logToFile ? logFile : "/dev/null", "a");
 
@@ -321,6 +321,8 @@ export class BenchEnvironment {
         postfix.configDirectory,
         "-o",
         `data_directory=${directory}`,
+        "-o",
+        "log_destination=stderr",
         ...limitArguments(postfix.configDirectory, spec.preQueueLimit),
         ...spec.args,
       ],

@@ -7,7 +7,8 @@ import { accessSync, constants, statSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config/load.js";
 import type { Setting } from "./config/syntax.js";
 import { AddonLoadError, loadAddon } from "./native.js";
-import { StreamLogger } from "./log/logger.js";
+import type { DaemonLogger, Logger } from "./log/logger.js";
+import { createLogger } from "./log/create.js";
 import {
   readPostfixSettings,
   type PostfixSettings,
@@ -171,9 +172,9 @@ async function readConfigWithPostfix(options: CommonOptions): Promise<{
 }
 
 async function run(options: CommonOptions): Promise<void> {
-  const logger = new StreamLogger();
   const { config, stressConfig, postfix, warnings } =
     await readConfigWithPostfix(options);
+  const logger = createLogger(config.log);
   const addon = loadAddon();
   for (const warning of warnings) logger.warning(warning);
   const families = postfix.families;
@@ -206,6 +207,7 @@ async function run(options: CommonOptions): Promise<void> {
     stopping = true;
     logger.info(`stopping on ${signal}`);
     void Promise.all([server.stop(), metrics.close()]).then(() => {
+      reportDroppedLines(logger, config.log.destination);
       logger.info("stopped");
       process.exit(0);
     });
@@ -231,7 +233,7 @@ async function run(options: CommonOptions): Promise<void> {
  * client would then get a 421 and the hand-off warnings name only the
  * service. Postfix may start later, so this does not stop postwarden.
  */
-function checkPassSocket(config: Config, logger: StreamLogger): void {
+function checkPassSocket(config: Config, logger: Logger): void {
   const path = config.smtpdPassSocket;
   let problem: string | undefined;
   try {
@@ -252,6 +254,17 @@ function checkPassSocket(config: Config, logger: StreamLogger): void {
         '"421 4.3.2" replies until this is fixed',
     );
   }
+}
+
+/** Logs how many lines missed the configured destination, if any. */
+function reportDroppedLines(logger: DaemonLogger, destination: string): void {
+  const count = logger.droppedLines;
+  if (count === 0) return;
+  const where =
+    destination === "syslog"
+      ? "did not reach the syslog socket and were written to stderr"
+      : "were dropped because the log reader was too slow";
+  logger.warning(`${count} log lines ${where}`);
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   type ParameterSpec,
 } from "./parameters.js";
 import { parseTime } from "./time.js";
+import { facilityCode } from "../log/syslog-format.js";
 import type { CacheSettings } from "../cache/verdict-cache.js";
 import { AccessList, InterfaceList } from "../access/access-list.js";
 import { parseNetworkList } from "../access/network.js";
@@ -101,6 +102,15 @@ export interface LimitsConfig {
   stallWarningMs: number;
 }
 
+export interface LogConfig {
+  destination: "syslog" | "stderr" | "json";
+  syslogSocket: string;
+  /** Facility code, such as 2 for mail. */
+  syslogFacility: number;
+  /** Program name in every line and record, such as postfix/postwarden. */
+  syslogName: string;
+}
+
 export interface CacheConfig {
   /** Undefined when cache_map is empty: no cache at all. */
   settings: CacheSettings | undefined;
@@ -128,6 +138,7 @@ export interface Config {
   allowlistInterfaces: InterfaceList;
   /** ALLOWLISTED/DENYLISTED (yes) or WHITELISTED/BLACKLISTED (no). */
   respectfulLogging: boolean;
+  log: LogConfig;
   dataDirectory: string;
   cache: CacheConfig;
   clientIpv6PrefixLength: number;
@@ -347,6 +358,14 @@ export function buildConfig(
       InterfaceList.parse(splitList(value)),
     ),
     respectfulLogging: check("respectful_logging", parseBoolean),
+    log: {
+      destination: check("log_destination", (value) =>
+        checkChoice(spec("log_destination"), value),
+      ) as LogConfig["destination"],
+      syslogSocket: check("syslog_socket", requireAbsolute),
+      syslogFacility: check("syslog_facility", facilityCode),
+      syslogName: check("syslog_name", checkProgramName),
+    },
     dataDirectory: check("data_directory", requireAbsolute),
     cache: {
       settings: undefined,
@@ -651,6 +670,20 @@ function checkTime(spec: ParameterSpec, value: string): number {
 function requireAbsolute(value: string): string {
   if (!value.startsWith("/")) {
     throw new Error(`invalid path "${value}": must be absolute`);
+  }
+  return value;
+}
+
+/**
+ * Checks a syslog program name: log parsers read it as the text before
+ * "[pid]: ", so it may not be empty or contain white space, "[", "]" or ":".
+ */
+function checkProgramName(value: string): string {
+  if (!/^[^\s[\]:]+$/.test(value)) {
+    throw new Error(
+      `invalid program name "${value}": expected a non-empty name without ` +
+        'white space, "[", "]" or ":", such as postfix/postwarden',
+    );
   }
   return value;
 }

@@ -191,6 +191,15 @@ export const PARAMETERS: readonly ParameterSpec[] = [
   },
   { name: "respectful_logging", kind: "boolean", default: "yes" },
   {
+    name: "log_destination",
+    kind: "choice",
+    default: "syslog",
+    choices: ["syslog", "stderr", "json"],
+  },
+  { name: "syslog_socket", kind: "string", default: "/dev/log" },
+  { name: "syslog_facility", kind: "string", default: "mail" },
+  { name: "syslog_name", kind: "string", default: "postfix/postwarden" },
+  {
     name: "greet_ttl",
     kind: "time",
     default: "1d",

@@ -1,13 +1,41 @@
-// Log sink: one line per event, in the format of Postfix's maillog_file
-// ("Mmm dd hh:mm:ss host program[pid]: text"), written to stderr. The
-// program name is postfix/postwarden, as postscreen's is postfix/postscreen,
-// so tools that match any postfix/NAME program read these lines.
+// Logger interface and the stderr sink: one line per event, in the format
+// of Postfix's maillog_file ("Mmm dd hh:mm:ss host program[pid]: text").
+// The program name (syslog_name) is postfix/postwarden by default, as
+// postscreen's is postfix/postscreen, so tools that match any postfix/NAME
+// program read these lines.
 import { hostname } from "node:os";
+import type { ConnectionSummary } from "./summary.js";
+import { LineWriter } from "./writer.js";
+
+export type LogLevel = "info" | "warning" | "error";
+
+/** A client address and port, as the JSON records carry them. */
+export interface ClientEndpoint {
+  address: string;
+  port: number;
+}
 
 export interface Logger {
   info(message: string): void;
   warning(message: string): void;
   error(message: string): void;
+  /** Writes a connection's summary record; only the JSON sink has them. */
+  summary?(record: ConnectionSummary): void;
+  /**
+   * Returns a logger whose records carry the client that `client` returns
+   * at the time of each line; only the JSON sink has such a field.
+   */
+  forClient?(client: () => ClientEndpoint): Logger;
+}
+
+/** The daemon's logger, with the count that the metrics export. */
+export interface DaemonLogger extends Logger {
+  /**
+   * Lines the configured destination did not receive: with syslog, those
+   * written to stderr instead; with every destination, those lost to a
+   * slow or vanished reader.
+   */
+  readonly droppedLines: number;
 }
 
 const MONTHS = [
@@ -25,7 +53,11 @@ const MONTHS = [
   "Dec",
 ];
 
-function syslogTimestamp(date: Date): string {
+/**
+ * Formats a local time as syslog and glibc's syslog() do (strftime
+ * "%h %e %T" in the C locale): "Dec  4 15:10:01".
+ */
+export function syslogTimestamp(date: Date): string {
   const day = String(date.getDate()).padStart(2, " ");
   const time = [date.getHours(), date.getMinutes(), date.getSeconds()]
     .map((part) => String(part).padStart(2, "0"))
@@ -33,61 +65,60 @@ function syslogTimestamp(date: Date): string {
   return `${MONTHS[date.getMonth()]} ${day} ${time}`;
 }
 
-/** A logger that writes lines to a stream, stderr by default. */
-/** Bytes of log lines that may wait for a slow reader before lines drop. */
-const MAX_PENDING_LOG_BYTES = 1 << 20;
-
-/**
- * Writes log lines to stderr. A reader that stops reading makes lines
- * drop (and counts them) instead of filling memory; a reader that goes
- * away (EPIPE) stops the logging, never the daemon.
- */
-function stderrWriter(): (line: string) => void {
-  let broken = false;
-  let dropped = 0;
-  process.stderr.on("error", () => {
-    broken = true;
-  });
-  return (line) => {
-    if (broken) return;
-    if (process.stderr.writableLength > MAX_PENDING_LOG_BYTES) {
-      dropped++;
-      return;
-    }
-    if (dropped > 0) {
-      process.stderr.write(
-        `${line.slice(0, line.indexOf(": ") + 2)}warning: ${dropped} log ` +
-          "lines dropped: the log reader is too slow\n",
-      );
-      dropped = 0;
-    }
-    process.stderr.write(line);
-  };
+/** Prefixes a message as Postfix's msg_warn() and msg_error() do. */
+export function levelText(level: LogLevel, message: string): string {
+  return level === "info" ? message : `${level}: ${message}`;
 }
 
-export class StreamLogger implements Logger {
+/** Returns a writer for stderr that notes dropped lines in this format. */
+export function stderrWriter(program: string): LineWriter {
+  const host = shortHostname();
+  return new LineWriter(
+    process.stderr,
+    (count) =>
+      `${syslogTimestamp(new Date())} ${host} ${program}[${process.pid}]: ` +
+      `warning: ${count} log lines dropped: the log reader is too slow\n`,
+  );
+}
+
+function shortHostname(): string {
+  return hostname().split(".")[0] ?? "localhost";
+}
+
+/** Writes log lines in the maillog_file format, to stderr by default. */
+export class StreamLogger implements DaemonLogger {
   private readonly prefix: string;
-  private readonly write: (line: string) => void;
+  private readonly writer: LineWriter;
 
   constructor(
     program = "postfix/postwarden",
-    write: ((line: string) => void) | undefined = undefined,
+    writer: LineWriter | undefined = undefined,
   ) {
-    const host = hostname().split(".")[0] ?? "localhost";
-    this.prefix = ` ${host} ${program}[${process.pid}]: `;
-    this.write = write ?? stderrWriter();
+    this.prefix = ` ${shortHostname()} ${program}[${process.pid}]: `;
+    this.writer = writer ?? stderrWriter(program);
+  }
+
+  get droppedLines(): number {
+    return this.writer.droppedLines;
+  }
+
+  /** Writes one line; returns false when the writer dropped it. */
+  write(level: LogLevel, message: string, date = new Date()): boolean {
+    return this.writer.write(
+      syslogTimestamp(date) + this.prefix + levelText(level, message) + "\n",
+    );
   }
 
   info(message: string): void {
-    this.write(syslogTimestamp(new Date()) + this.prefix + message + "\n");
+    this.write("info", message);
   }
 
   warning(message: string): void {
-    this.info("warning: " + message);
+    this.write("warning", message);
   }
 
   error(message: string): void {
-    this.info("error: " + message);
+    this.write("error", message);
   }
 }
 

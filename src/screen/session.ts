@@ -11,6 +11,11 @@
 import type { Config } from "../config/load.js";
 import type { Addon, NativeSocket } from "../native.js";
 import type { Logger } from "../log/logger.js";
+import {
+  SessionSummary,
+  testResult,
+  type SessionOutcome,
+} from "../log/summary.js";
 import { escapeForLog, formatDelay, formatEndpoint } from "../log/format.js";
 import { parseProxyHeader } from "../intake/proxy-protocol.js";
 import { READABLE } from "../native.js";
@@ -106,6 +111,8 @@ export class Session {
   /** The 550 reply of a test failed with action enforce. */
   private enforceReply: string | undefined;
   private engine: DummyEngine | undefined;
+  /** The JSON log's connection summary, written when the session ends. */
+  private readonly summary = new SessionSummary();
 
   constructor(
     private readonly context: SessionContext,
@@ -117,6 +124,8 @@ export class Session {
   ) {
     this.clientLabel = formatEndpoint(client.address, client.port);
     this.key = clientKey(client.address, context.config.clientIpv6PrefixLength);
+    const logger = context.logger.forClient?.(() => this.client);
+    if (logger !== undefined) this.context = { ...context, logger };
   }
 
   private get phase(): Phase {
@@ -267,6 +276,7 @@ export class Session {
     const access = config.accessList.evaluate(this.client.address);
     if (access !== undefined) this.context.metrics.verdict("access", access);
     if (access === "permit") {
+      this.summary.allowlisted = true;
       logger.info(`${words.allow}LISTED ${this.clientLabel}`);
       this.passToSmtpd();
       return;
@@ -445,6 +455,7 @@ export class Session {
   private onHangup(): void {
     if (this.phase !== "testing") return;
     this.stopEarlyTests();
+    this.summary.act("hangup");
     this.context.logger.info(
       `HANGUP after ${formatDelay(this.elapsedSeconds())} from ` +
         `${this.clientLabel} in tests before SMTP handshake`,
@@ -600,6 +611,8 @@ export class Session {
   }): void {
     const { config, logger } = this.context;
     this.phase = "engine";
+    this.summary.act("engine");
+    this.summary.replied(options.firstCommandReply ?? options.rcptReply);
     const fd = this.socket.release();
     const socket = new NodeSocket({ fd, readable: true, writable: true });
     this.engine = new DummyEngine(
@@ -641,6 +654,7 @@ export class Session {
   private passToSmtpd(): void {
     const { config, addon } = this.context;
     this.phase = "passing";
+    this.summary.act("handoff");
     let attributes: Buffer;
     try {
       attributes = encodeAttributes({
@@ -651,6 +665,7 @@ export class Session {
       });
     } catch (error) {
       this.context.metrics.handoffFailed("attributes");
+      this.summary.handedOff("failed", (error as Error).message);
       this.context.logger.warning(
         `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
           (error as Error).message,
@@ -672,6 +687,7 @@ export class Session {
         onFinished: (timedOut) => this.onHandoffFinished(timedOut),
         onUnread: () => {
           this.context.metrics.handoffFailed("unread");
+          this.summary.handedOff("failed", "attributes unread");
           this.context.logger.warning(
             `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
               "the connection was reset with the attributes unread",
@@ -684,6 +700,7 @@ export class Session {
 
   private onHandoffSent(failure: PassFailure | undefined): void {
     if (failure === undefined) {
+      this.summary.handedOff("ok");
       this.sentAt = performance.now();
       // smtpd has the client now, and limits it itself: it no longer counts
       // as this client's connection in progress here. Waiting for smtpd to
@@ -694,6 +711,7 @@ export class Session {
     this.context.metrics.handoffFailed(failure.stage);
     const service = this.context.config.smtpdServiceLabel;
     const reason = describeError(failure.error);
+    this.summary.handedOff("failed", `${failure.stage}: ${reason}`);
     if (failure.stage === "connect") {
       this.context.logger.warning(
         `cannot connect to service ${service}: ${reason}`,
@@ -711,6 +729,7 @@ export class Session {
     const { logger, config, load } = this.context;
     if (timedOut) {
       this.context.metrics.handoffFailed("timeout");
+      this.summary.handedOff("timeout");
       logger.warning(
         `timeout sending connection to service ${config.smtpdServiceLabel}`,
       );
@@ -758,6 +777,7 @@ export class Session {
     outcome?: "dnsbl_drop" | "denylist_drop",
   ): void {
     if (this.phase === "ended") return;
+    this.summary.closed(reply, outcome !== undefined);
     const tarpit = this.context.config.engine.tarpit;
     if (
       reply !== undefined &&
@@ -844,7 +864,48 @@ export class Session {
       this.context.load.tarpitted--;
     }
     this.releaseCount();
+    this.context.logger.summary?.(this.summary.finish(this.outcome()));
     this.context.onEnded(this);
+  }
+
+  /** Collects the test results and flags for the connection summary. */
+  private outcome(): SessionOutcome {
+    const { config, dnsbl } = this.context;
+    const now = Date.now();
+    const score = this.dnsblQuery?.current().score;
+    // NOTE: the engine does not say which deep test failed, so a deep test
+    // failed with enforce or drop shows as "incomplete".
+    const result = (test: TestName, enabled: boolean, failed = false) =>
+      testResult({
+        enabled,
+        cached: hasPassed(this.record, test, now),
+        passed: this.passes[test] !== undefined,
+        failed,
+      });
+    return {
+      client: this.client,
+      listener: this.server,
+      tests: {
+        pregreet: result(
+          "pregreet",
+          GreetingTest.isEnabled(config),
+          this.greeting?.pregreeted === true,
+        ),
+        dnsbl: result(
+          "dnsbl",
+          dnsbl?.enabled === true,
+          score !== undefined && score >= config.dnsbl.threshold,
+        ),
+        pipelining: result("pipelining", config.engine.pipelining.enabled),
+        non_smtp_command: result("nonSmtp", config.engine.nonSmtp.enabled),
+        bare_newline: result("bareNewline", config.engine.bareNewline.enabled),
+      },
+      dnsblScore: score ?? null,
+      allPassed: this.allPassed(),
+      failed: this.failedIgnored || this.enforceReply !== undefined,
+      allowlistedByDns: this.allowlistedByDns,
+      vetoed: this.vetoed,
+    };
   }
 }
 

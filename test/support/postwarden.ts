@@ -1,5 +1,7 @@
 // Runs the postwarden CLI as a child process for end-to-end tests and
-// collects its log lines from stderr.
+// collects its log lines from stderr and stdout (JSON records). The log
+// goes to stderr unless a test sets logDestination: tests never write to
+// the machine's syslog socket.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,6 +21,8 @@ export interface RunOptions {
   wrapper?: string[];
   /** data_directory to use, to share a verdict cache between runs. */
   dataDirectory?: string;
+  /** log_destination; "stderr" unless given. */
+  logDestination?: "stderr" | "json" | "syslog";
 }
 
 function shellQuote(arg: string): string {
@@ -31,15 +35,17 @@ export class PostwardenProcess {
   private waiters: (() => void)[] = [];
 
   private constructor(readonly child: ChildProcess) {
-    let partial = "";
-    child.stderr?.setEncoding("utf8");
-    child.stderr?.on("data", (chunk: string) => {
-      partial += chunk;
-      const parts = partial.split("\n");
-      partial = parts.pop() ?? "";
-      this.lines.push(...parts);
-      this.wake();
-    });
+    for (const stream of [child.stderr, child.stdout]) {
+      let partial = "";
+      stream?.setEncoding("utf8");
+      stream?.on("data", (chunk: string) => {
+        partial += chunk;
+        const parts = partial.split("\n");
+        partial = parts.pop() ?? "";
+        this.lines.push(...parts);
+        this.wake();
+      });
+    }
     child.on("exit", (code) => {
       this.exitCode = code;
       this.wake();
@@ -57,6 +63,8 @@ export class PostwardenProcess {
       "run",
       "-o",
       `data_directory=${dataDirectory}`,
+      "-o",
+      `log_destination=${options.logDestination ?? "stderr"}`,
       ...options.args,
     ]
       .map(shellQuote)
@@ -68,7 +76,7 @@ export class PostwardenProcess {
       "bash",
       ["-c", `${options.shellPrefix ?? ""} exec ${wrapper}node ${quoted}`],
       {
-        stdio: ["ignore", "ignore", "pipe"],
+        stdio: ["ignore", "pipe", "pipe"],
       },
     );
     const process = new PostwardenProcess(child);

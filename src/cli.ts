@@ -13,6 +13,7 @@ import {
 } from "./postfix/postconf.js";
 import { parseNetworkList } from "./access/network.js";
 import { Server } from "./server.js";
+import { Reloader, type LoadedConfig } from "./reload.js";
 import {
   CacheCliError,
   deleteCommand,
@@ -161,14 +162,22 @@ async function readConfigWithPostfix(options: CommonOptions): Promise<{
   };
 }
 
-async function run(options: CommonOptions): Promise<void> {
-  const logger = new StreamLogger();
+/**
+ * Reads the configuration for the daemon, at startup and on reload, and
+ * checks that Postfix accepts clients of every listener's address family.
+ * `listen` is the running listeners' addresses on reload, because those
+ * stay until a restart.
+ */
+async function readDaemonConfig(
+  options: CommonOptions,
+  listen?: Config["listen"],
+): Promise<LoadedConfig> {
   const { config, stressConfig, postfix, warnings } =
     await readConfigWithPostfix(options);
-  const addon = loadAddon();
-  for (const warning of warnings) logger.warning(warning);
   const families = postfix.families;
-  const v6Listeners = config.listen.filter(({ host }) => host.includes(":"));
+  const v6Listeners = (listen ?? config.listen).filter(({ host }) =>
+    host.includes(":"),
+  );
   if (v6Listeners.length > 0 && !families.ipv6) {
     throw new ConfigError([
       `listen: IPv6 address ${v6Listeners[0]?.host ?? ""} configured, but ` +
@@ -177,9 +186,29 @@ async function run(options: CommonOptions): Promise<void> {
         "the IPv6 listen address or enable ipv6 in Postfix.",
     ]);
   }
+  return { config, stressConfig, families, warnings };
+}
 
-  checkPassSocket(config, logger);
+async function run(options: CommonOptions): Promise<void> {
+  const logger = new StreamLogger();
+  const { config, stressConfig, families, warnings } =
+    await readDaemonConfig(options);
+  const addon = loadAddon();
+  for (const warning of warnings) logger.warning(warning);
+
+  const passSocketProblem = checkPassSocket(config);
+  if (passSocketProblem !== undefined) logger.warning(passSocketProblem);
   const server = new Server(config, addon, logger, families, stressConfig);
+  const reloader = new Reloader(
+    server,
+    async () => {
+      const loaded = await readDaemonConfig(options, config.listen);
+      const problem = checkPassSocket(loaded.config);
+      if (problem !== undefined) loaded.warnings.push(problem);
+      return loaded;
+    },
+    logger,
+  );
 
   // Signal handlers first: a SIGTERM right after "listening on" must still
   // stop cleanly.
@@ -195,11 +224,9 @@ async function run(options: CommonOptions): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
-  // SIGHUP would end the process by default; reloading is not supported
-  // yet, so it is logged and ignored.
-  process.on("SIGHUP", () =>
-    logger.warning("SIGHUP ignored: configuration reload is not supported yet"),
-  );
+  process.on("SIGHUP", () => {
+    if (!stopping) reloader.request();
+  });
 
   server.start();
   for (const note of config.notes) logger.info(`note: ${note}`);
@@ -210,11 +237,12 @@ async function run(options: CommonOptions): Promise<void> {
 }
 
 /**
- * Warns at startup when smtpd's pass socket cannot be used, because every
- * client would then get a 421 and the hand-off warnings name only the
- * service. Postfix may start later, so this does not stop postwarden.
+ * Checks that smtpd's pass socket can be used, at startup and on reload;
+ * returns a warning when it cannot, because every client would then get a
+ * 421 and the hand-off warnings name only the service. Postfix may start
+ * later, so this does not stop postwarden.
  */
-function checkPassSocket(config: Config, logger: StreamLogger): void {
+function checkPassSocket(config: Config): string | undefined {
   const path = config.smtpdPassSocket;
   let problem: string | undefined;
   try {
@@ -229,12 +257,11 @@ function checkPassSocket(config: Config, logger: StreamLogger): void {
           ? "permission denied (run postwarden as root or as Postfix's mail_owner)"
           : (error as Error).message;
   }
-  if (problem !== undefined) {
-    logger.warning(
-      `smtpd pass socket ${path}: ${problem}; clients get ` +
-        '"421 4.3.2" replies until this is fixed',
-    );
-  }
+  if (problem === undefined) return undefined;
+  return (
+    `smtpd pass socket ${path}: ${problem}; clients get ` +
+    '"421 4.3.2" replies until this is fixed'
+  );
 }
 
 async function check(options: CommonOptions): Promise<void> {

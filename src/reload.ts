@@ -110,22 +110,30 @@ export class Reloader {
   /** Reads the configuration and applies it. Returns true on success. */
   async reload(): Promise<boolean> {
     this.logger.info("reloading the configuration");
-    let loaded: LoadedConfig;
     try {
-      loaded = await this.readConfig();
+      this.apply(await this.readConfig());
+      return true;
     } catch (error) {
-      const problems =
-        error instanceof ConfigError
-          ? error.problems
-          : [error instanceof Error ? error.message : String(error)];
-      for (const problem of problems) {
-        this.logger.error(`reload: invalid configuration: ${problem}`);
+      if (error instanceof ConfigError) {
+        for (const problem of error.problems) {
+          this.logger.error(`reload: invalid configuration: ${problem}`);
+        }
+      } else {
+        const message = error instanceof Error ? error.message : String(error);
+        this.logger.error(`reload: ${message}`);
       }
       this.logger.error(
         "reload failed; the running configuration stays in force",
       );
       return false;
     }
+  }
+
+  /**
+   * Makes `loaded` the configuration for new connections. It throws before
+   * changing anything when the new Runtime cannot be built.
+   */
+  private apply(loaded: LoadedConfig): void {
     for (const warning of loaded.warnings) this.logger.warning(warning);
 
     const running = this.server.runtime.config;
@@ -149,10 +157,9 @@ export class Reloader {
       changed.push("Postfix's inet_protocols");
     }
 
+    const next = new Runtime(config, stressConfig, families, this.logger);
     const inProgress = this.server.sessionCount;
-    this.server.replaceRuntime(
-      new Runtime(config, stressConfig, families, this.logger),
-    );
+    this.server.replaceRuntime(next);
     this.logger.info(
       "configuration reloaded: " +
         (changed.length > 0
@@ -161,6 +168,5 @@ export class Reloader {
         `; table files reread; ${inProgress} connections in progress ` +
         "finish under the previous configuration",
     );
-    return true;
   }
 }

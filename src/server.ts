@@ -70,14 +70,16 @@ export class Server {
       next.stop();
       return;
     }
+    // The only step that can throw comes first, so a failure changes nothing.
+    const { limits, cache } = next.config;
+    if (cache.settings !== undefined) {
+      this.cache?.updateSettings(cache.settings);
+    }
     const previous = this.current;
     this.current = next;
     previous.stop();
-    const { limits, cache } = next.config;
     this.load.setPreQueueLimit(limits.preQueueLimit);
     this.rates.setWindow(limits.clientConnectionRateTimeUnitMs);
-    if (cache.settings !== undefined)
-      this.cache?.updateSettings(cache.settings);
     if (this.started) this.dnsblHealthChecked = next.start(this.cache);
   }
 

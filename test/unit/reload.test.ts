@@ -159,6 +159,27 @@ test("reloader rejects invalid configuration", async () => {
   ]);
 });
 
+test("reloader keeps runtime when build fails", async () => {
+  const { server, replaced } = fakeServer(configOf(BASE));
+  const { logger, lines } = recordingLogger();
+  const broken = configOf({ ...BASE, dnsbl_sites: "bl.example" });
+  // Bypasses validation, so that the DNS resolver rejects the server.
+  broken.dnsServers = ["not an address"];
+  const reloader = new Reloader(
+    server,
+    () => Promise.resolve(loaded(broken)),
+    logger,
+  );
+  assert.equal(await reloader.reload(), false);
+  assert.equal(replaced.length, 0);
+  assert.equal(lines.length, 3);
+  assert.match(lines[1] ?? "", /^error: reload: .*not an address/);
+  assert.equal(
+    lines[2],
+    "error: reload failed; the running configuration stays in force",
+  );
+});
+
 test("reloader runs requests one at a time", async () => {
   const { server, replaced } = fakeServer(configOf(BASE));
   const { logger } = recordingLogger();

@@ -7,7 +7,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config/load.js";
 import type { Setting } from "./config/syntax.js";
 import { AddonLoadError, loadAddon } from "./native.js";
-import type { DaemonLogger, Logger } from "./log/logger.js";
+import type { DaemonLogger } from "./log/logger.js";
 import { createLogger } from "./log/create.js";
 import {
   readPostfixSettings,
@@ -23,6 +23,7 @@ import { PostconfError } from "./postfix/postconf-values.js";
 import { readSnapshot } from "./postfix/snapshot.js";
 import { Server } from "./server.js";
 import { openMetrics } from "./metrics/http.js";
+import { Reloader, type LoadedConfig } from "./reload.js";
 import {
   CacheCliError,
   deleteCommand,
@@ -171,14 +172,22 @@ async function readConfigWithPostfix(options: CommonOptions): Promise<{
   };
 }
 
-async function run(options: CommonOptions): Promise<void> {
+/**
+ * Reads the configuration for the daemon, at startup and on reload, and
+ * checks that Postfix accepts clients of every listener's address family.
+ * `listen` is the running listeners' addresses on reload, because those
+ * stay until a restart.
+ */
+async function readDaemonConfig(
+  options: CommonOptions,
+  listen?: Config["listen"],
+): Promise<LoadedConfig> {
   const { config, stressConfig, postfix, warnings } =
     await readConfigWithPostfix(options);
-  const logger = createLogger(config.log);
-  const addon = loadAddon();
-  for (const warning of warnings) logger.warning(warning);
   const families = postfix.families;
-  const v6Listeners = config.listen.filter(({ host }) => host.includes(":"));
+  const v6Listeners = (listen ?? config.listen).filter(({ host }) =>
+    host.includes(":"),
+  );
   if (v6Listeners.length > 0 && !families.ipv6) {
     throw new ConfigError([
       `listen: IPv6 address ${v6Listeners[0]?.host ?? ""} configured, but ` +
@@ -187,8 +196,18 @@ async function run(options: CommonOptions): Promise<void> {
         "the IPv6 listen address or enable ipv6 in Postfix.",
     ]);
   }
+  return { config, stressConfig, families, warnings };
+}
 
-  checkPassSocket(config, logger);
+async function run(options: CommonOptions): Promise<void> {
+  const { config, stressConfig, families, warnings } =
+    await readDaemonConfig(options);
+  const logger = createLogger(config.log);
+  const addon = loadAddon();
+  for (const warning of warnings) logger.warning(warning);
+
+  const passSocketProblem = checkPassSocket(config);
+  if (passSocketProblem !== undefined) logger.warning(passSocketProblem);
   const metrics = await openMetrics(config.metricsListen, logger);
   const server = new Server(
     config,
@@ -197,6 +216,16 @@ async function run(options: CommonOptions): Promise<void> {
     families,
     stressConfig,
     metrics.metrics,
+  );
+  const reloader = new Reloader(
+    server,
+    async () => {
+      const loaded = await readDaemonConfig(options, config.listen);
+      const problem = checkPassSocket(loaded.config);
+      if (problem !== undefined) loaded.warnings.push(problem);
+      return loaded;
+    },
+    logger,
   );
 
   // Signal handlers first: a SIGTERM right after "listening on" must still
@@ -214,11 +243,9 @@ async function run(options: CommonOptions): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
-  // SIGHUP would end the process by default; reloading is not supported
-  // yet, so it is logged and ignored.
-  process.on("SIGHUP", () =>
-    logger.warning("SIGHUP ignored: configuration reload is not supported yet"),
-  );
+  process.on("SIGHUP", () => {
+    if (!stopping) reloader.request();
+  });
 
   server.start();
   for (const note of config.notes) logger.info(`note: ${note}`);
@@ -229,11 +256,12 @@ async function run(options: CommonOptions): Promise<void> {
 }
 
 /**
- * Warns at startup when smtpd's pass socket cannot be used, because every
- * client would then get a 421 and the hand-off warnings name only the
- * service. Postfix may start later, so this does not stop postwarden.
+ * Checks that smtpd's pass socket can be used, at startup and on reload;
+ * returns a warning when it cannot, because every client would then get a
+ * 421 and the hand-off warnings name only the service. Postfix may start
+ * later, so this does not stop postwarden.
  */
-function checkPassSocket(config: Config, logger: Logger): void {
+function checkPassSocket(config: Config): string | undefined {
   const path = config.smtpdPassSocket;
   let problem: string | undefined;
   try {
@@ -248,12 +276,11 @@ function checkPassSocket(config: Config, logger: Logger): void {
           ? "permission denied (run postwarden as root or as Postfix's mail_owner)"
           : (error as Error).message;
   }
-  if (problem !== undefined) {
-    logger.warning(
-      `smtpd pass socket ${path}: ${problem}; clients get ` +
-        '"421 4.3.2" replies until this is fixed',
-    );
-  }
+  if (problem === undefined) return undefined;
+  return (
+    `smtpd pass socket ${path}: ${problem}; clients get ` +
+    '"421 4.3.2" replies until this is fixed'
+  );
 }
 
 /** Logs how many lines missed the configured destination, if any. */

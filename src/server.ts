@@ -8,15 +8,12 @@ import { RateLimitedWarning, type Logger } from "./log/logger.js";
 import { formatEndpoint } from "./log/format.js";
 import type { AddressFamilies } from "./postfix/postconf.js";
 import { Session } from "./screen/session.js";
-import { DnsClient } from "./dnsbl/resolver.js";
-import { DnsblHealth } from "./dnsbl/health.js";
-import { DnsblChecker } from "./dnsbl/checker.js";
 import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
 import { ConnectionRates, Load } from "./intake/load.js";
-import { Watchdog } from "./intake/watchdog.js";
 import { NO_METRICS, type Metrics } from "./metrics/metrics.js";
 import { daemonState } from "./metrics/state.js";
+import { Runtime } from "./runtime.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -31,27 +28,26 @@ export class Server {
   private readonly listeners: NativeListener[] = [];
   private readonly sessions = new Set<Session>();
   private readonly acceptWarning: RateLimitedWarning;
-  private readonly dnsbl: DnsblChecker | undefined;
-  private readonly dnsblHealth: DnsblHealth | undefined;
   private readonly cache: VerdictCache | undefined;
   private readonly counts = new ClientCounts();
   private readonly load: Load;
   private readonly rates: ConnectionRates;
-  private readonly watchdog: Watchdog;
-  private cleanupTimer: NodeJS.Timeout | undefined;
+  /** The configuration for new connections and what is built from it. */
+  private current: Runtime;
+  private started = false;
   private stopping = false;
 
   constructor(
-    private readonly config: Config,
+    config: Config,
     private readonly addon: Addon,
     private readonly logger: Logger,
-    private readonly families: AddressFamilies,
+    families: AddressFamilies,
     /** The configuration with ${stress} set, used in stress mode. */
-    private readonly stressConfig: Config = config,
+    stressConfig: Config = config,
     private readonly metrics: Metrics = NO_METRICS,
   ) {
+    this.current = new Runtime(config, stressConfig, families, logger, metrics);
     this.load = new Load(config.limits.preQueueLimit, logger);
-    this.watchdog = new Watchdog(logger, config.limits.stallWarningMs);
     this.rates = new ConnectionRates(
       config.limits.clientConnectionRateTimeUnitMs,
     );
@@ -59,23 +55,50 @@ export class Server {
     if (config.cache.settings !== undefined) {
       this.cache = VerdictCache.open(config.cache.settings, logger, metrics);
     }
-    const { lists, timeoutMs, healthCheckIntervalMs } = config.dnsbl;
-    if (lists.length > 0) {
-      const client = new DnsClient(config.dnsServers, timeoutMs);
-      this.dnsblHealth = new DnsblHealth(
-        lists,
-        client,
-        logger,
-        healthCheckIntervalMs,
-      );
-      this.dnsbl = new DnsblChecker(
-        { ...config.dnsbl, lists },
-        client,
-        logger,
-        this.dnsblHealth,
-        metrics,
-      );
+  }
+
+  /** The configuration in force for new connections. */
+  get runtime(): Runtime {
+    return this.current;
+  }
+
+  /** Builds the pieces a configuration needs, with this server's logger and metrics. */
+  newRuntime(
+    config: Config,
+    stressConfig: Config,
+    families: AddressFamilies,
+  ): Runtime {
+    return new Runtime(
+      config,
+      stressConfig,
+      families,
+      this.logger,
+      this.metrics,
+    );
+  }
+
+  /**
+   * Makes `next` the configuration for new connections and stops the
+   * timers of the one it replaces. Connections in progress keep the
+   * configuration they started with. The listeners and the verdict
+   * cache's store stay open, so the caller must keep their settings.
+   */
+  replaceRuntime(next: Runtime): void {
+    if (this.stopping) {
+      next.stop();
+      return;
     }
+    // The only step that can throw comes first, so a failure changes nothing.
+    const { limits, cache } = next.config;
+    if (cache.settings !== undefined) {
+      this.cache?.updateSettings(cache.settings);
+    }
+    const previous = this.current;
+    this.current = next;
+    previous.stop();
+    this.load.setPreQueueLimit(limits.preQueueLimit);
+    this.rates.setWindow(limits.clientConnectionRateTimeUnitMs);
+    if (this.started) this.dnsblHealthChecked = next.start(this.cache);
   }
 
   /** Completes when the first DNS list health checks have run. */
@@ -89,7 +112,7 @@ export class Server {
   /** Binds every listen address; throws on the first that fails. */
   start(): void {
     try {
-      for (const { host, port, proxy } of this.config.listen) {
+      for (const { host, port, proxy } of this.current.config.listen) {
         let listener: NativeListener | undefined = undefined;
         let label = "";
         const onError = (error: ListenerError): void => {
@@ -102,13 +125,14 @@ export class Server {
           ACCEPT_LIMIT,
           (socket, clientAddress, clientPort, serverAddress, serverPort) => {
             this.metrics.connectionAccepted(label);
+            const runtime = this.current;
             const session = new Session(
               {
-                config: this.load.stress ? this.stressConfig : this.config,
+                config: runtime.configFor(this.load.stress),
                 addon: this.addon,
                 logger: this.logger,
-                families: this.families,
-                dnsbl: this.dnsbl,
+                families: runtime.families,
+                dnsbl: runtime.dnsbl,
                 cache: this.cache,
                 counts: this.counts,
                 rates: this.rates,
@@ -137,20 +161,15 @@ export class Server {
     }
     for (const listener of this.listeners) listener.start();
     this.metrics.attachState(
-      daemonState(this.listeners, this.sessions, this.load, this.dnsblHealth),
+      daemonState(
+        this.listeners,
+        this.sessions,
+        this.load,
+        () => this.current.dnsblHealth,
+      ),
     );
-    this.watchdog.start();
-    // Lists count as healthy until a check fails, so a slow or
-    // dead list does not delay startup.
-    if (this.dnsblHealth !== undefined) {
-      this.dnsblHealthChecked = this.dnsblHealth.start();
-    }
-    const interval = this.config.cache.cleanupIntervalMs;
-    if (this.cache !== undefined && interval > 0) {
-      const cache = this.cache;
-      this.cleanupTimer = setInterval(() => cache.cleanup(), interval);
-      this.cleanupTimer.unref();
-    }
+    this.started = true;
+    this.dnsblHealthChecked = this.current.start(this.cache);
   }
 
   private onAcceptError(
@@ -181,8 +200,7 @@ export class Server {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    this.dnsblHealth?.stop();
-    this.watchdog.stop();
+    this.current.stop();
     this.closeListeners();
     for (const session of [...this.sessions]) session.shutdown();
 
@@ -194,7 +212,6 @@ export class Server {
     // Hand-offs that are sent stop waiting for smtpd now; anything else
     // left after the deadline is closed.
     for (const session of [...this.sessions]) session.shutdown();
-    clearInterval(this.cleanupTimer);
     await this.cache?.close();
   }
 }

@@ -3,7 +3,8 @@
 // clients in mynetworks; "cidr:/path" looks the client up in a
 // cidr_table(5) file, whose permit or reject ends the search and whose
 // dunno (or no match) goes on to the next item. Tables are read at
-// startup; a bad line stops startup with the file and line.
+// startup and on each reload; a bad line stops startup, or rejects the
+// reload, with the file and line.
 import { CidrTable, type AccessResult } from "./cidr-table.js";
 import { networkContains, parseNetworkList, type Network } from "./network.js";
 

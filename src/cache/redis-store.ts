@@ -33,7 +33,7 @@ export class RedisStore {
   private readonly client: Redis;
 
   constructor(
-    private readonly settings: RedisSettings,
+    private settings: RedisSettings,
     onError: (error: Error) => void = () => undefined,
     onReady: () => void = () => undefined,
   ) {
@@ -48,6 +48,13 @@ export class RedisStore {
     });
     this.client.on("error", onError);
     this.client.on("ready", onReady);
+  }
+
+  /** Applies a new key prefix and retention time to later commands. */
+  updateSettings(
+    changes: Pick<RedisSettings, "keyPrefix" | "retentionMs">,
+  ): void {
+    this.settings = { ...this.settings, ...changes };
   }
 
   get connected(): boolean {

@@ -36,7 +36,7 @@ export class VerdictCache {
   private readonly formatWarning: RateLimitedWarning;
 
   private constructor(
-    private readonly settings: CacheSettings,
+    private settings: CacheSettings,
     private readonly logger: Logger,
     private readonly local: LocalStore | undefined,
     private readonly redis: RedisStore | undefined,
@@ -85,6 +85,28 @@ export class VerdictCache {
       );
     }
     return new VerdictCache(settings, logger, local, redis, metrics);
+  }
+
+  /**
+   * Applies new settings from a reload. The store file, the Redis URL and
+   * the Redis timeout belong to open connections and must not change.
+   */
+  updateSettings(settings: CacheSettings): void {
+    const { localPath, redisUrl, redisTimeoutMs } = this.settings;
+    if (
+      settings.localPath !== localPath ||
+      settings.redisUrl !== redisUrl ||
+      settings.redisTimeoutMs !== redisTimeoutMs
+    ) {
+      throw new Error(
+        "the verdict cache's store, Redis URL and timeout need a restart",
+      );
+    }
+    this.settings = settings;
+    this.redis?.updateSettings({
+      keyPrefix: settings.keyPrefix,
+      retentionMs: settings.retentionMs,
+    });
   }
 
   get name(): string {

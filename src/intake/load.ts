@@ -23,7 +23,7 @@ export class Load {
   private readonly slowHandoffWarning: RateLimitedWarning;
 
   constructor(
-    private readonly preQueueLimit: number,
+    private preQueueLimit: number,
     private readonly logger: Logger,
     /** Hand-offs slower than this are reported (ms). */
     private readonly slowHandoffMs = 1000,
@@ -43,6 +43,11 @@ export class Load {
           `(${this.waiting} hand-offs waiting); check its process_limit`,
       );
     }
+  }
+
+  /** Sets a new pre_queue_limit. Stress mode follows it at the next change. */
+  setPreQueueLimit(limit: number): void {
+    this.preQueueLimit = limit;
   }
 
   get stress(): boolean {
@@ -87,7 +92,12 @@ export class ConnectionRates {
     { start: number; count: number }
   >();
 
-  constructor(private readonly windowMs: number) {}
+  constructor(private windowMs: number) {}
+
+  /** Sets a new window length. Windows already open keep their start. */
+  setWindow(windowMs: number): void {
+    this.windowMs = windowMs;
+  }
 
   /** Counts a connection; returns the count in the current window. */
   add(key: string, now = Date.now()): number {

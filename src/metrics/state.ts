@@ -10,7 +10,8 @@ export function daemonState(
   listeners: readonly NativeListener[],
   sessions: ReadonlySet<unknown>,
   load: Load,
-  health: DnsblHealth | undefined,
+  /** The DNS list health of the configuration in force, which a reload replaces. */
+  health: () => DnsblHealth | undefined,
 ): StateSource {
   const labels = listeners.map((listener) => {
     const bound = listener.address();
@@ -22,6 +23,6 @@ export function daemonState(
     activeConnections: () => sessions.size,
     stress: () => load.stress,
     tarpitted: () => load.tarpitted,
-    dnsblHealth: () => health?.states() ?? [],
+    dnsblHealth: () => health()?.states() ?? [],
   };
 }

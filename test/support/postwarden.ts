@@ -141,6 +141,25 @@ export class PostwardenProcess {
     );
   }
 
+  /**
+   * Waits until `count` log lines match `pattern`; returns the last of
+   * them. For events that repeat, such as reloads.
+   */
+  waitForLogCount(
+    pattern: RegExp,
+    count: number,
+    timeoutMs = 10_000,
+  ): Promise<string> {
+    return this.until(
+      () => {
+        const matching = this.grep(pattern);
+        return matching.length >= count ? matching[count - 1] : undefined;
+      },
+      `${count} lines matching ${String(pattern)}`,
+      timeoutMs,
+    );
+  }
+
   /** Lines matching `pattern`. */
   grep(pattern: RegExp): string[] {
     return this.lines.filter((line) => pattern.test(line));

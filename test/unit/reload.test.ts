@@ -12,9 +12,17 @@ import {
   Reloader,
   type LoadedConfig,
 } from "../../src/reload.js";
-import type { Runtime } from "../../src/runtime.js";
+import { Runtime } from "../../src/runtime.js";
+import { NO_METRICS } from "../../src/metrics/metrics.js";
 import type { Server } from "../../src/server.js";
 import type { Logger } from "../../src/log/logger.js";
+import type { AddressFamilies } from "../../src/postfix/postconf.js";
+
+const silentLogger: Logger = {
+  info: () => undefined,
+  warning: () => undefined,
+  error: () => undefined,
+};
 
 function configOf(entries: Record<string, string>): Config {
   const settings: Setting[] = Object.entries(entries).map(
@@ -89,6 +97,8 @@ function fakeServer(config: Config): {
   const fake = {
     runtime: { config, families: { ipv4: true, ipv6: true } },
     sessionCount: 3,
+    newRuntime: (next: Config, stress: Config, families: AddressFamilies) =>
+      new Runtime(next, stress, families, silentLogger, NO_METRICS),
     replaceRuntime: (next: Runtime) => {
       replaced.push(next);
     },

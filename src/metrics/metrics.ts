@@ -36,7 +36,7 @@ export const VERDICT_RESULTS = {
 export type VerdictResult<T extends VerdictTest> =
   (typeof VERDICT_RESULTS)[T][number];
 
-/** Why a hand-off did not reach smtpd. */
+/** Reasons for a failed hand-off to smtpd. */
 export const HANDOFF_FAILURES = [
   /** The client's attributes could not be encoded. */
   "attributes",

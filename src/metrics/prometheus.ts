@@ -32,9 +32,9 @@ const QUEUES = {
   passing: "handoff",
 } as const;
 
-/** DNS answers normally take milliseconds; dnsbl_timeout defaults to 10 s. */
+/** Up to 2.5 s; slower queries, up to dnsbl_timeout, fall in +Inf. */
 const DNSBL_BUCKETS = [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
-/** smtpd takes a client at once, or after seconds when all are busy. */
+/** From 1 ms to 10 s: seconds mean every smtpd process was busy. */
 const HANDOFF_BUCKETS = [
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10,
 ];
@@ -176,7 +176,7 @@ export class PrometheusMetrics implements Metrics {
       help: "Log lines dropped because the log destination could not take them",
       registers,
       collect() {
-        // A running total kept by the logger; loggers without it drop none.
+        // A running total kept by the logger; a logger without it reads 0.
         const dropped = (logger as { droppedLines?: number }).droppedLines ?? 0;
         this.reset();
         this.inc(dropped);

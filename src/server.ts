@@ -15,6 +15,14 @@ import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
 import { ConnectionRates, Load } from "./intake/load.js";
 import { Watchdog } from "./intake/watchdog.js";
+import { Greylist } from "./greylist/greylist.js";
+import { GreylistStore, MemoryTextStore } from "./greylist/store.js";
+import {
+  PASS_PREFIX,
+  TRAP_PREFIX,
+  TRIPLET_PREFIX,
+} from "./greylist/records.js";
+import { PolicyServer } from "./policy/server.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -24,6 +32,8 @@ const ACCEPT_LIMIT = 32;
 const ACCEPT_RETRY_MS = 1000;
 /** Maximum time a stop waits for hand-offs in flight. */
 const STOP_TIMEOUT_MS = 5000;
+/** How often trap records are copied from Redis in shared mode. */
+const TRAP_SYNC_INTERVAL_MS = 30_000;
 
 export class Server {
   private readonly listeners: NativeListener[] = [];
@@ -32,6 +42,10 @@ export class Server {
   private readonly dnsbl: DnsblChecker | undefined;
   private readonly dnsblHealth: DnsblHealth | undefined;
   private readonly cache: VerdictCache | undefined;
+  private readonly greylistStore: GreylistStore | undefined;
+  private readonly greylist: Greylist | undefined;
+  private readonly policy: PolicyServer | undefined;
+  private trapSyncTimer: NodeJS.Timeout | undefined;
   private readonly counts = new ClientCounts();
   private readonly load: Load;
   private readonly rates: ConnectionRates;
@@ -55,6 +69,33 @@ export class Server {
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
     if (config.cache.settings !== undefined) {
       this.cache = VerdictCache.open(config.cache.settings, logger);
+    }
+    const greylisting = config.greylist;
+    if (
+      greylisting.mode !== "off" ||
+      !greylisting.traps.empty ||
+      greylisting.policyListen !== undefined
+    ) {
+      const local = this.cache?.localStore;
+      if (local === undefined) {
+        logger.warning(
+          "greylist and trap records are kept in memory only, and a " +
+            "restart loses them: the verdict cache is off or failed to open",
+        );
+      }
+      this.greylistStore = new GreylistStore(
+        local ?? new MemoryTextStore(),
+        this.cache?.redisStore,
+        logger,
+      );
+      this.greylist = new Greylist(config, this.greylistStore, logger);
+      if (greylisting.policyListen !== undefined) {
+        this.policy = new PolicyServer(
+          greylisting.policyListen,
+          this.greylist,
+          logger,
+        );
+      }
     }
     const { lists, timeoutMs, healthCheckIntervalMs } = config.dnsbl;
     if (lists.length > 0) {
@@ -104,6 +145,7 @@ export class Server {
                 families: this.families,
                 dnsbl: this.dnsbl,
                 cache: this.cache,
+                greylist: this.greylist,
                 counts: this.counts,
                 rates: this.rates,
                 load: this.load,
@@ -139,8 +181,38 @@ export class Server {
     const interval = this.config.cache.cleanupIntervalMs;
     if (this.cache !== undefined && interval > 0) {
       const cache = this.cache;
-      this.cleanupTimer = setInterval(() => cache.cleanup(), interval);
+      this.cleanupTimer = setInterval(() => {
+        cache.cleanup();
+        this.cleanupGreylist();
+      }, interval);
       this.cleanupTimer.unref();
+    }
+    const store = this.greylistStore;
+    if (store !== undefined && this.config.cache.settings?.redisUrl) {
+      this.trapSyncTimer = setInterval(
+        () => void store.syncTraps(),
+        TRAP_SYNC_INTERVAL_MS,
+      );
+      this.trapSyncTimer.unref();
+      void store.syncTraps();
+    }
+  }
+
+  /** Starts the policy service, if configured; throws when it cannot listen. */
+  async startPolicyService(): Promise<void> {
+    if (this.policy === undefined) return;
+    const label = await this.policy.start();
+    this.logger.info(`policy service listening on ${label}`);
+  }
+
+  private cleanupGreylist(): void {
+    const dropped = this.greylistStore?.cleanup([
+      TRIPLET_PREFIX,
+      PASS_PREFIX,
+      TRAP_PREFIX,
+    ]);
+    if (dropped !== undefined) {
+      this.logger.info(`greylist cleanup: dropped=${dropped} entries`);
     }
   }
 
@@ -186,6 +258,8 @@ export class Server {
     // left after the deadline is closed.
     for (const session of [...this.sessions]) session.shutdown();
     clearInterval(this.cleanupTimer);
+    clearInterval(this.trapSyncTimer);
+    await this.policy?.stop();
     await this.cache?.close();
   }
 }

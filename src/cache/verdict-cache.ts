@@ -81,6 +81,16 @@ export class VerdictCache {
     return new VerdictCache(settings, logger, local, redis);
   }
 
+  /** The embedded store, shared with the greylist; undefined if it failed. */
+  get localStore(): LocalStore | undefined {
+    return this.local;
+  }
+
+  /** The Redis store in shared mode, shared with the greylist. */
+  get redisStore(): RedisStore | undefined {
+    return this.redis;
+  }
+
   get name(): string {
     return this.settings.mapName;
   }

@@ -175,11 +175,11 @@ export function actionFor(decision: RecipientDecision): string {
   switch (decision.kind) {
     case "dunno":
       return "DUNNO";
-    case "greylist":
-      return (
-        "DEFER_IF_PERMIT Greylisted, try again in " +
-        `${Math.max(1, decision.retrySeconds)} seconds`
-      );
+    case "greylist": {
+      const seconds = Math.max(1, decision.retrySeconds);
+      const unit = seconds === 1 ? "second" : "seconds";
+      return `DEFER_IF_PERMIT Greylisted, try again in ${seconds} ${unit}`;
+    }
     case "trap":
       return TRAP_REPLY;
   }

@@ -191,7 +191,7 @@ function rcptRequest(
   };
 }
 
-const GREYLISTED = /^450 4\.7\.1 .*Greylisted, try again in \d+ seconds/;
+const GREYLISTED = /^450 4\.7\.1 .*Greylisted, try again in \d+ seconds?/;
 
 describe("greylisting in mode all", () => {
   let data: string;

@@ -1,6 +1,6 @@
 // Greylist and trap records as the cache CLI reads, prints and deletes
-// them. In shared mode Redis holds the records every host uses, so its copy
-// wins over the local one.
+// them. In shared mode Redis contains the records every host uses, so its
+// copy wins over the local one.
 import type { LocalStore } from "../cache/local-store.js";
 import type { RedisStore } from "../cache/redis-store.js";
 import { GREYLIST_KEY_PREFIX, TRAP_KEY_PREFIX } from "../cache/key.js";

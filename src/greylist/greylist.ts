@@ -1,7 +1,7 @@
 // Greylisting and spam traps for recipients seen by the policy service and
 // the dummy engine, and the trap check at connect time. It keeps what
 // screening learned about each handed-off client in a bounded map that
-// forgets entries after an hour, so that a policy request from smtpd can be
+// drops entries after an hour, so that a policy request from smtpd can be
 // judged with the client's DNS list score and greeting result.
 import { isIPv6 } from "node:net";
 import type { Config } from "../config/load.js";
@@ -166,14 +166,14 @@ export class Greylist {
       log("SKIP", skipReason);
       return { kind: "dunno" };
     }
-    const why = skipReason.reasons;
+    const suspicion = skipReason.reasons;
 
     const passed = await this.store.get(passKey(key), now);
     if (passed?.kind === "pass") {
       if (now - passed.updated >= PASS_REFRESH_MS) {
         await this.storePass(key, now);
       }
-      log("PASS", `passed before${why}`);
+      log("PASS", `passed before${suspicion}`);
       return { kind: "dunno" };
     }
 
@@ -194,14 +194,14 @@ export class Greylist {
       case "new":
         await this.store.put(storeKey, verdict.record);
         this.counts.deferred++;
-        log("DEFER", `new triplet${why}`);
+        log("DEFER", `new triplet${suspicion}`);
         return { kind: "greylist", retrySeconds: this.seconds(verdict.record) };
       case "early":
         await this.store.put(storeKey, verdict.record);
         this.counts.deferred++;
         log(
           "DEFER",
-          `early retry, ${Math.ceil(verdict.missingMs / 1000)}s missing${why}`,
+          `early retry, ${Math.ceil(verdict.missingMs / 1000)}s missing${suspicion}`,
         );
         return {
           kind: "greylist",
@@ -213,7 +213,7 @@ export class Greylist {
         this.counts.passed++;
         log(
           "PASS",
-          `retried after ${Math.round(verdict.waitedMs / 1000)}s${why}`,
+          `retried after ${Math.round(verdict.waitedMs / 1000)}s${suspicion}`,
         );
         return { kind: "dunno" };
     }

@@ -1,7 +1,7 @@
 // The client key for greylisting. An IPv4 client is grouped by
 // greylist_ipv4_prefix_length (32 keeps the address), so that a pool of
 // neighbouring outbound servers retrying the same message counts as one
-// client; an IPv6 client by the same prefix as the verdict cache
+// client. An IPv6 client is grouped by the verdict cache's prefix
 // (client_ipv6_prefix_length). Limits and the verdict cache keep their own
 // per-client key (src/cache/key.ts).
 import { isIPv4 } from "node:net";

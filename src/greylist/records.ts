@@ -45,8 +45,8 @@ export const TRAP_PREFIX = TRAP_KEY_PREFIX;
 
 /**
  * Returns the store key of a triplet. Sender and recipient go in as a
- * hash, so that keys stay short (LMDB keys are limited to 1978 bytes) and
- * contain no separator from an address; the record keeps them in full.
+ * hash, because LMDB keys are limited to 1978 bytes and an address may
+ * contain any separator. The record keeps them in full.
  */
 export function tripletKey(
   client: string,

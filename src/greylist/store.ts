@@ -1,6 +1,6 @@
 // Storage for greylist and spam trap records: the verdict cache's embedded
 // store (or, when the cache is off, a map in memory that a restart loses),
-// and in shared mode Redis in front of it. Redis holds the shared truth, so
+// and in shared mode Redis in front of it. Redis has the copy all hosts share, so
 // every MX host sees the same triplets, passes and traps; when Redis is
 // slow or down, the local copy answers. Trap checks at connect time read
 // only the local store, because screening must not wait: traps set on

@@ -1,6 +1,6 @@
 // The policy service for Postfix smtpd's check_policy_service: it listens
 // on a UNIX-domain socket or a loopback TCP address, reads requests with
-// PolicyRequestParser, and answers RCPT-stage requests with the greylist's
+// PolicyRequestParser, and replies to RCPT-stage requests with the greylist's
 // decision. Other stages get DUNNO. Each connection handles one request at
 // a time (the socket is paused meanwhile), so a client cannot queue work;
 // connections are capped and idle ones closed. A protocol error closes the
@@ -127,7 +127,7 @@ export class PolicyServer {
     if (request !== "smtpd_access_policy") {
       this.warning.report(
         `policy service: unsupported request "${request ?? ""}"; ` +
-          "answered DUNNO",
+          "replied DUNNO",
       );
       return "DUNNO";
     }
@@ -139,7 +139,7 @@ export class PolicyServer {
     if (clientAddress === "" || recipient === "") {
       this.warning.report(
         "policy service: RCPT request without client_address or " +
-          "recipient; answered DUNNO",
+          "recipient; replied DUNNO",
       );
       return "DUNNO";
     }
@@ -159,7 +159,7 @@ export class PolicyServer {
     } catch (error) {
       this.warning.report(
         `policy service: check for [${clientAddress}] failed: ` +
-          `${(error as Error).message}; answered DUNNO`,
+          `${(error as Error).message}; replied DUNNO`,
       );
       return "DUNNO";
     }

@@ -1,4 +1,4 @@
-// Greylisting and spam traps end to end: a private Postfix whose smtpd asks
+// Greylisting and spam traps end to end: a private Postfix whose smtpd queries
 // postwarden's policy service at RCPT time (check_policy_service on a
 // UNIX-domain socket), with short greylist delays. Clients use distinct
 // 127.0.0.0/8 source addresses, one /24 per test, so that greylist keys
@@ -465,7 +465,7 @@ describe("score-gated greylisting", () => {
     client.send("EHLO early.test\r\n");
     const greeting = await client.readReply(15_000);
     assert.match(greeting.at(-1) ?? "", /^220 /);
-    // smtpd answers the early EHLO.
+    // smtpd replies to the early EHLO.
     assert.match((await client.readReply())[0] ?? "", /^250/);
     assert.match(
       (await client.command("MAIL FROM:<a@x.test>"))[0] ?? "",

@@ -194,6 +194,7 @@ test("greylist settings are validated", () => {
       })),
       { requireListen: false },
     );
+
   const config = buildConfig([], { requireListen: false });
   assert.equal(config.greylist.mode, "off");
   assert.equal(config.greylist.minDelayMs, 300_000);
@@ -202,6 +203,7 @@ test("greylist settings are validated", () => {
   assert.equal(config.greylist.trapTtlMs, 86400_000);
   assert.equal(config.greylist.ipv4PrefixLength, 32);
   assert.equal(config.greylist.policyListen, undefined);
+
   assert.throws(
     () => build({ greylist_min_delay: "4h" }),
     (error: unknown) =>

@@ -28,6 +28,7 @@ import {
   CacheCliError,
   deleteCommand,
   flushCommand,
+  greylistCommand,
   listCommand,
   showCommand,
   statsCommand,
@@ -248,6 +249,7 @@ async function run(options: CommonOptions): Promise<void> {
   });
 
   server.start();
+  await server.startPolicyService();
   for (const note of config.notes) logger.info(`note: ${note}`);
   logger.info(
     `postwarden started; handing off to ${config.smtpdPassSocket}; ` +
@@ -445,8 +447,13 @@ addCacheCommand(
   (config, _a, json, out) => listCommand(config, json, out),
 );
 addCacheCommand(
+  "greylist",
+  "list greylist triplets, passed greylist keys and trapped clients",
+  (config, _a, json, out) => greylistCommand(config, json, out),
+);
+addCacheCommand(
   "delete",
-  "delete a client (address) or every client in a network (CIDR)",
+  "delete a client's verdicts, greylist and trap entries (address), or those of every client in a network (CIDR)",
   (config, target, _json, out) => deleteCommand(config, target ?? "", out),
   "<address-or-network>",
 );

@@ -26,6 +26,16 @@ export const RESTART_PARAMETERS: readonly string[] = [
   "syslog_facility",
   "syslog_name",
   "metrics_listen",
+  "greylist_mode",
+  "greylist_min_delay",
+  "greylist_expire",
+  "greylist_pass_ttl",
+  "greylist_ipv4_prefix_length",
+  "greylist_suspicious_criteria",
+  "greylist_dynamic_name_patterns",
+  "trap_recipients",
+  "trap_ttl",
+  "policy_listen",
 ];
 
 /** A configuration as read at startup or on reload. */
@@ -61,6 +71,7 @@ export function keepRunningValues(running: Config, next: Config): void {
   next.dataDirectory = running.dataDirectory;
   next.log = running.log;
   next.metricsListen = running.metricsListen;
+  next.greylist = running.greylist;
   const runningCache = running.cache.settings;
   const nextCache = next.cache.settings;
   if (runningCache === undefined || nextCache === undefined) {

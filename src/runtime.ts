@@ -10,7 +10,6 @@ import type { AddressFamilies } from "./postfix/postconf.js";
 import { DnsClient } from "./dnsbl/resolver.js";
 import { DnsblHealth } from "./dnsbl/health.js";
 import { DnsblChecker } from "./dnsbl/checker.js";
-import type { VerdictCache } from "./cache/verdict-cache.js";
 import { Watchdog } from "./intake/watchdog.js";
 import type { Metrics } from "./metrics/metrics.js";
 
@@ -57,19 +56,20 @@ export class Runtime {
   }
 
   /**
-   * Starts the timers: the watchdog, the DNS list health checks and the
-   * cache cleanup. Returns a promise that completes when the first health
-   * checks have run. A stopped Runtime cannot be started again.
+   * Starts the timers: the watchdog, the DNS list health checks and, when
+   * `cleanup` is given, the periodic cleanup of the stores. Returns a
+   * promise that completes when the first health checks have run. A
+   * stopped Runtime cannot be started again.
    */
-  start(cache: VerdictCache | undefined): Promise<void> {
+  start(cleanup: (() => void) | undefined): Promise<void> {
     if (this.started || this.stopped) {
       throw new Error("a Runtime can be started only once");
     }
     this.started = true;
     this.watchdog.start();
     const interval = this.config.cache.cleanupIntervalMs;
-    if (cache !== undefined && interval > 0) {
-      this.cleanupTimer = setInterval(() => cache.cleanup(), interval);
+    if (cleanup !== undefined && interval > 0) {
+      this.cleanupTimer = setInterval(cleanup, interval);
       this.cleanupTimer.unref();
     }
     // Lists count as healthy until a check fails, so a slow or dead list

@@ -14,6 +14,7 @@ import { ConnectionRates, Load } from "./intake/load.js";
 import { NO_METRICS, type Metrics } from "./metrics/metrics.js";
 import { daemonState } from "./metrics/state.js";
 import { Runtime } from "./runtime.js";
+import { GreylistService } from "./greylist/service.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -29,6 +30,7 @@ export class Server {
   private readonly sessions = new Set<Session>();
   private readonly acceptWarning: RateLimitedWarning;
   private readonly cache: VerdictCache | undefined;
+  private readonly greylist: GreylistService | undefined;
   private readonly counts = new ClientCounts();
   private readonly load: Load;
   private readonly rates: ConnectionRates;
@@ -55,6 +57,7 @@ export class Server {
     if (config.cache.settings !== undefined) {
       this.cache = VerdictCache.open(config.cache.settings, logger, metrics);
     }
+    this.greylist = GreylistService.create(config, this.cache, logger);
   }
 
   /** The configuration in force for new connections. */
@@ -98,7 +101,7 @@ export class Server {
     previous.stop();
     this.load.setPreQueueLimit(limits.preQueueLimit);
     this.rates.setWindow(limits.clientConnectionRateTimeUnitMs);
-    if (this.started) this.dnsblHealthChecked = next.start(this.cache);
+    if (this.started) this.dnsblHealthChecked = next.start(this.cleanup());
   }
 
   /** Completes when the first DNS list health checks have run. */
@@ -138,6 +141,7 @@ export class Server {
                 rates: this.rates,
                 load: this.load,
                 metrics: this.metrics,
+                greylist: this.greylist?.greylist,
                 onEnded: (ended) => this.sessions.delete(ended),
               },
               socket,
@@ -169,7 +173,23 @@ export class Server {
       ),
     );
     this.started = true;
-    this.dnsblHealthChecked = this.current.start(this.cache);
+    this.dnsblHealthChecked = this.current.start(this.cleanup());
+    this.greylist?.start();
+  }
+
+  /** Starts the policy service, if configured; throws when it cannot listen. */
+  async startPolicyService(): Promise<void> {
+    await this.greylist?.startPolicyService();
+  }
+
+  /** Returns the periodic cleanup of the verdict cache and greylist store. */
+  private cleanup(): (() => void) | undefined {
+    const { cache, greylist } = this;
+    if (cache === undefined) return undefined;
+    return () => {
+      cache.cleanup();
+      greylist?.cleanup();
+    };
   }
 
   private onAcceptError(
@@ -212,6 +232,7 @@ export class Server {
     // Hand-offs that are sent stop waiting for smtpd now; anything else
     // left after the deadline is closed.
     for (const session of [...this.sessions]) session.shutdown();
+    await this.greylist?.stop();
     await this.cache?.close();
   }
 }

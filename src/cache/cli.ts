@@ -17,6 +17,13 @@ import { LocalStore, type LocalEntry } from "./local-store.js";
 import { RedisStore, redactUrl } from "./redis-store.js";
 import type { CacheSettings } from "./verdict-cache.js";
 import type { CacheRecord } from "./record.js";
+import { greylistKey } from "../greylist/key.js";
+import {
+  formatGreylistTable,
+  readGreylistEntries,
+  removeGreylistEntries,
+  type GreylistEntry,
+} from "../greylist/entries.js";
 
 export class CacheCliError extends Error {}
 
@@ -172,13 +179,22 @@ export async function showCommand(
         );
       }
     }
+    const greylist = await clientGreylistEntries(stores, config, address, now);
     if (entry === undefined) {
+      if (greylist.length > 0) {
+        out(
+          json
+            ? JSON.stringify({ key: target.key, greylist }) + "\n"
+            : formatGreylistTable(greylist, now),
+        );
+        return 0;
+      }
       out(json ? "null\n" : `${target.key}: not in the cache\n`);
       return 1;
     }
     const described = describeRecord(target.key, entry.record, now);
     if (json) {
-      out(JSON.stringify({ ...described, source }) + "\n");
+      out(JSON.stringify({ ...described, source, greylist }) + "\n");
     } else {
       out(
         `${target.key} (${source})\n` +
@@ -190,6 +206,7 @@ export async function showCommand(
             .join("") +
           `  ${"updated".padEnd(12)}${new Date(entry.record.updated).toISOString()}\n`,
       );
+      if (greylist.length > 0) out(formatGreylistTable(greylist, now));
     }
     return 0;
   } finally {
@@ -228,6 +245,12 @@ export async function listCommand(
             `${new Date(row.updated).toISOString()}\n`,
         );
       }
+      const greylist = await readGreylistEntries(
+        stores.local,
+        stores.redis,
+        now,
+      );
+      if (greylist.length > 0) out("\n" + formatGreylistTable(greylist, now));
     }
     return 0;
   } finally {
@@ -235,7 +258,10 @@ export async function listCommand(
   }
 }
 
-/** Removes matching keys from the local store and Redis; returns them. */
+/**
+ * Removes verdicts, greylist and trap records whose client key matches
+ * from the local store and Redis; returns how many.
+ */
 async function removeKeys(
   stores: Stores,
   matches: (key: string) => boolean,
@@ -248,7 +274,51 @@ async function removeKeys(
     await stores.local.remove(key);
     await stores.redis?.remove(key);
   }
-  return keys.size;
+  const greylist = await removeGreylistEntries(
+    stores.local,
+    stores.redis,
+    matches,
+  );
+  return keys.size + greylist;
+}
+
+/** Greylist and trap records for one address: its client and greylist keys. */
+async function clientGreylistEntries(
+  stores: Stores,
+  config: Config,
+  address: string,
+  now: number,
+): Promise<GreylistEntry[]> {
+  const keys = new Set([
+    clientKey(address, config.clientIpv6PrefixLength),
+    greylistKey(
+      address,
+      config.greylist.ipv4PrefixLength,
+      config.clientIpv6PrefixLength,
+    ),
+  ]);
+  const entries = await readGreylistEntries(stores.local, stores.redis, now);
+  return entries.filter(({ record }) => keys.has(record.client));
+}
+
+export async function greylistCommand(
+  config: Config,
+  json: boolean,
+  out: Output,
+): Promise<number> {
+  const stores = await openStores(config);
+  try {
+    const now = Date.now();
+    const entries = await readGreylistEntries(stores.local, stores.redis, now);
+    out(
+      json
+        ? JSON.stringify(entries.map(({ record }) => record)) + "\n"
+        : formatGreylistTable(entries, now),
+    );
+    return 0;
+  } finally {
+    await closeStores(stores);
+  }
 }
 
 function deletedMessage(count: number): string {
@@ -263,8 +333,18 @@ export async function deleteCommand(
   const parsed = parseTarget(target, config);
   const stores = await openStores(config);
   try {
+    const greylistTarget =
+      "key" in parsed
+        ? greylistKey(
+            target,
+            config.greylist.ipv4PrefixLength,
+            config.clientIpv6PrefixLength,
+          )
+        : undefined;
     const count = await removeKeys(stores, (key) =>
-      "key" in parsed ? key === parsed.key : keyInNetwork(key, parsed.network),
+      "key" in parsed
+        ? key === parsed.key || key === greylistTarget
+        : keyInNetwork(key, parsed.network),
     );
     out(deletedMessage(count));
     return 0;
@@ -311,12 +391,21 @@ export async function statsCommand(
       stores.redis === undefined
         ? undefined
         : (await stores.redis.keys()).length;
+    const greylist = { triplet: 0, pass: 0, trap: 0 };
+    for (const { record } of await readGreylistEntries(
+      stores.local,
+      stores.redis,
+      now,
+    )) {
+      greylist[record.kind]++;
+    }
     const stats = {
       store: stores.settings.mapName,
       entries: total,
       malformed,
       passed,
       shared_entries: shared,
+      greylist,
     };
     if (json) {
       out(JSON.stringify(stats) + "\n");
@@ -325,6 +414,8 @@ export async function statsCommand(
         `store     ${stats.store}\n` +
           `entries   ${total} (${malformed} malformed)\n` +
           `passed    pregreet ${passed.pregreet ?? 0}, dnsbl ${passed.dnsbl ?? 0}\n` +
+          `greylist  ${greylist.triplet} triplets, ${greylist.pass} passed ` +
+          `clients, ${greylist.trap} trapped clients\n` +
           (shared === undefined
             ? ""
             : `shared    ${shared} entries in Redis\n`),

@@ -43,3 +43,18 @@ export function formatIPv6(bits: bigint): string {
   const tail = groups.slice(bestStart + bestLength).join(":");
   return `${head}::${tail}`;
 }
+
+/**
+ * Prefixes of the greylist and spam trap records that share the verdict
+ * cache's stores. Verdict keys are addresses or IPv6 prefixes, which never
+ * start with these letters, so the kinds cannot collide.
+ */
+export const GREYLIST_KEY_PREFIX = "greylist:";
+export const TRAP_KEY_PREFIX = "trap:";
+
+/** True for a verdict cache key, false for a greylist or trap record. */
+export function isVerdictKey(key: string): boolean {
+  return (
+    !key.startsWith(GREYLIST_KEY_PREFIX) && !key.startsWith(TRAP_KEY_PREFIX)
+  );
+}

@@ -16,6 +16,7 @@ import {
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { checkRecord, RecordFormatError, type CacheRecord } from "./record.js";
+import { isVerdictKey } from "./key.js";
 
 export interface LocalEntry {
   record: CacheRecord;
@@ -57,18 +58,25 @@ export class LocalStore {
    * for a value that is not a record of this version.
    */
   get(key: string): LocalEntry | undefined {
-    // A fresh read transaction: the cached one may predate our own last
-    // commit, or a delete by the cache CLI in another process.
-    if (!this.pending.has(key)) this.db.resetReadTxn();
-    const text = this.pending.has(key)
-      ? this.pending.get(key)
-      : this.db.get(key);
+    const text = this.getText(key);
     if (text === undefined) return undefined;
     return decodeEntry(text);
   }
 
+  /** Returns the stored text under `key`, whatever its record kind. */
+  getText(key: string): string | undefined {
+    // A fresh read transaction: the cached one may predate our own last
+    // commit, or a delete by the cache CLI in another process.
+    if (!this.pending.has(key)) this.db.resetReadTxn();
+    return this.pending.has(key) ? this.pending.get(key) : this.db.get(key);
+  }
+
   put(key: string, record: CacheRecord, syncedAt: number): void {
-    const text = encodeEntry(record, syncedAt);
+    this.putText(key, encodeEntry(record, syncedAt));
+  }
+
+  /** Stores text under `key` without waiting for the commit. */
+  putText(key: string, text: string): void {
     this.pending.set(key, text);
     void this.db.put(key, text).finally(() => {
       if (this.pending.get(key) === text) this.pending.delete(key);
@@ -95,9 +103,13 @@ export class LocalStore {
     }
   }
 
-  /** Every key and entry; a malformed value has `entry` undefined. */
+  /**
+   * Every verdict key and entry; a malformed value has `entry` undefined.
+   * Greylist and trap records are skipped.
+   */
   *entries(): Generator<{ key: string; entry: LocalEntry | undefined }> {
     for (const { key, value } of this.db.getRange()) {
+      if (!isVerdictKey(key)) continue;
       let entry: LocalEntry | undefined;
       try {
         entry = decodeEntry(value);
@@ -105,6 +117,15 @@ export class LocalStore {
         entry = undefined;
       }
       yield { key, entry };
+    }
+  }
+
+  /** Every key starting with `prefix`, with its stored text. */
+  *textEntries(prefix: string): Generator<{ key: string; text: string }> {
+    this.db.resetReadTxn();
+    for (const { key, value } of this.db.getRange({ start: prefix })) {
+      if (!key.startsWith(prefix)) break;
+      yield { key, text: value };
     }
   }
 

@@ -11,6 +11,7 @@ import {
   RecordFormatError,
   type CacheRecord,
 } from "./record.js";
+import { isVerdictKey } from "./key.js";
 
 export type RedisLookup =
   | { status: "hit"; record: CacheRecord }
@@ -109,15 +110,35 @@ export class RedisStore {
     await this.client.del(this.redisKey(key));
   }
 
-  /** Lists every client key under the prefix, with SCAN. */
+  /** Returns the text under `key`, or undefined; rejects when unavailable. */
+  async getText(key: string): Promise<string | undefined> {
+    return (await this.client.get(this.redisKey(key))) ?? undefined;
+  }
+
+  /** Stores text that Redis removes at `expiresAt` (ms since the epoch). */
+  async putText(key: string, text: string, expiresAt: number): Promise<void> {
+    await this.client.set(
+      this.redisKey(key),
+      text,
+      "PXAT",
+      Math.max(expiresAt, Date.now() + 1000),
+    );
+  }
+
+  /** Lists every verdict cache key under the prefix, with SCAN. */
   async keys(): Promise<string[]> {
+    return (await this.keysWithPrefix("")).filter(isVerdictKey);
+  }
+
+  /** Lists every key (without the configured prefix) that starts with `start`. */
+  async keysWithPrefix(start: string): Promise<string[]> {
     const found: string[] = [];
     let cursor = "0";
     do {
       const [next, batch] = await this.client.scan(
         cursor,
         "MATCH",
-        escapeGlob(this.settings.keyPrefix) + "*",
+        escapeGlob(this.settings.keyPrefix + start) + "*",
         "COUNT",
         1000,
       );

@@ -109,6 +109,16 @@ export class VerdictCache {
     });
   }
 
+  /** The embedded store, shared with the greylist; undefined if it failed. */
+  get localStore(): LocalStore | undefined {
+    return this.local;
+  }
+
+  /** The Redis store in shared mode, shared with the greylist. */
+  get redisStore(): RedisStore | undefined {
+    return this.redis;
+  }
+
   get name(): string {
     return this.settings.mapName;
   }

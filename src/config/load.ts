@@ -25,6 +25,14 @@ import { parseNetworkList } from "../access/network.js";
 import { parseSites } from "../dnsbl/sites.js";
 import { loadReplyMap } from "../dnsbl/reply-map.js";
 import {
+  parseCriteria,
+  parsePatterns,
+  parsePolicyListen,
+  TrapList,
+  type GreylistConfig,
+  type GreylistMode,
+} from "../greylist/settings.js";
+import {
   buildLists,
   parseErrorAnswers,
   type DnsblList,
@@ -142,6 +150,7 @@ export interface Config {
   dataDirectory: string;
   cache: CacheConfig;
   clientIpv6PrefixLength: number;
+  greylist: GreylistConfig;
   engine: EngineConfig;
   limits: LimitsConfig;
   /** Time a load balancer has to send its PROXY header. */
@@ -379,6 +388,37 @@ export function buildConfig(
     clientIpv6PrefixLength: check("client_ipv6_prefix_length", (value) =>
       checkInteger(spec("client_ipv6_prefix_length"), value),
     ),
+    greylist: {
+      mode: check("greylist_mode", (value) =>
+        checkChoice(spec("greylist_mode"), value),
+      ) as GreylistMode,
+      minDelayMs: check("greylist_min_delay", (value) =>
+        checkTime(spec("greylist_min_delay"), value),
+      ),
+      expireMs: check("greylist_expire", (value) =>
+        checkTime(spec("greylist_expire"), value),
+      ),
+      passTtlMs: check("greylist_pass_ttl", (value) =>
+        checkTime(spec("greylist_pass_ttl"), value),
+      ),
+      ipv4PrefixLength: check("greylist_ipv4_prefix_length", (value) =>
+        checkInteger(spec("greylist_ipv4_prefix_length"), value),
+      ),
+      criteria: check("greylist_suspicious_criteria", (value) =>
+        parseCriteria(splitList(value)),
+      ),
+      dynamicNamePatterns: check(
+        "greylist_dynamic_name_patterns",
+        parsePatterns,
+      ),
+      traps: check("trap_recipients", (value) =>
+        TrapList.parse(splitList(value)),
+      ),
+      trapTtlMs: check("trap_ttl", (value) =>
+        checkTime(spec("trap_ttl"), value),
+      ),
+      policyListen: check("policy_listen", parsePolicyListen),
+    },
     engine: {
       pipelining: deepTest("pipelining"),
       nonSmtp: deepTest("non_smtp_command"),
@@ -536,6 +576,13 @@ export function buildConfig(
     errorRules !== undefined
   ) {
     config.dnsbl.lists = buildLists(sites, replyMap, errorRules);
+  }
+  const { minDelayMs, expireMs } = config.greylist;
+  if (minDelayMs >= expireMs) {
+    problems.push(
+      `${describe(spec("greylist_min_delay"))}: must be shorter than ` +
+        "greylist_expire, or no retry could ever pass",
+    );
   }
   const { minTtlSeconds, maxTtlSeconds } = config.dnsbl;
   if (minTtlSeconds > maxTtlSeconds) {

@@ -58,6 +58,18 @@ export function defaultHostname(): string {
  */
 const MAX_TIMER_SECONDS = 24 * 86400;
 
+/**
+ * Reverse names that look like dynamic or residential addresses: names
+ * that embed the address (four numbers), and labels such as "dyn",
+ * "dhcp", "ppp", "pool" or "dsl" followed by a digit, dot, dash or the end.
+ * Separated by white space; each is a case-insensitive JavaScript regular
+ * expression, with "$$" for a literal "$" as in every main.cf value.
+ */
+const DEFAULT_DYNAMIC_NAME_PATTERNS =
+  "[0-9]+[.-][0-9]+[.-][0-9]+[.-][0-9]+ " +
+  "(^|[.-])(dyn|dynamic|dhcp|dialup|dial-up|ppp|pool|cable|dsl|adsl|" +
+  "xdsl|cpe|broadband|customer|resnet)([0-9.-]|$$)";
+
 export const PARAMETERS: readonly ParameterSpec[] = [
   { name: "listen", kind: "list", default: "" },
   { name: "myhostname", kind: "string", default: defaultHostname },
@@ -451,6 +463,59 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     postscreen: true,
   },
   { name: "metrics_listen", kind: "string", default: "" },
+  {
+    name: "greylist_mode",
+    kind: "choice",
+    default: "off",
+    choices: ["off", "all", "suspicious"],
+  },
+  {
+    name: "greylist_min_delay",
+    kind: "time",
+    default: "300s",
+    unit: "s",
+    minSeconds: 0,
+  },
+  {
+    name: "greylist_expire",
+    kind: "time",
+    default: "4h",
+    unit: "s",
+    minSeconds: 1,
+  },
+  {
+    name: "greylist_pass_ttl",
+    kind: "time",
+    default: "36d",
+    unit: "d",
+    minSeconds: 1,
+  },
+  {
+    name: "greylist_ipv4_prefix_length",
+    kind: "integer",
+    default: "32",
+    min: 1,
+    max: 32,
+  },
+  {
+    name: "greylist_suspicious_criteria",
+    kind: "list",
+    default: "dnsbl pregreet fcrdns dynamic_name",
+  },
+  {
+    name: "greylist_dynamic_name_patterns",
+    kind: "string",
+    default: DEFAULT_DYNAMIC_NAME_PATTERNS,
+  },
+  { name: "trap_recipients", kind: "list", default: "" },
+  {
+    name: "trap_ttl",
+    kind: "time",
+    default: "24h",
+    unit: "s",
+    minSeconds: 1,
+  },
+  { name: "policy_listen", kind: "string", default: "" },
   { name: "queue_directory", kind: "string", default: "/var/spool/postfix" },
   { name: "smtpd_service_name", kind: "string", default: "smtpd" },
   { name: "smtpd_pass_socket", kind: "string", default: "" },

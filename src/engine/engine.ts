@@ -41,6 +41,12 @@ export interface EngineSetup {
   firstCommandReply?: string;
   /** The shortest TTL, for a deep test failed with action ignore (ms). */
   minTtlMs: number;
+  /**
+   * Called for each valid recipient (greylisting and spam traps); a
+   * returned reply, with CRLF, replaces `rcptReply` for that recipient.
+   */
+  onRecipient?:
+    ((sender: string, recipient: string) => string | undefined) | undefined;
 }
 
 export interface EngineOutcome {
@@ -403,13 +409,15 @@ export class DummyEngine {
         if (address === undefined) {
           return this.send("501 5.1.3 Bad recipient address syntax\r\n");
         }
-        const reply = this.soften(this.rcptReply);
+        const rcptReply =
+          this.setup.onRecipient?.(this.sender, address) ?? this.rcptReply;
+        const reply = this.soften(rcptReply);
         logger.info(
           `NOQUEUE: reject: RCPT from ${this.label}: ${reply.slice(0, -2)}; ` +
             `from=<${this.sender}>, to=<${address}>, proto=${this.protocol}, ` +
             `helo=<${this.helo ?? ""}>`,
         );
-        return this.send(this.rcptReply);
+        return this.send(rcptReply);
       }
       case "DATA":
         logger.info(`DATA without valid RCPT from ${this.label}`);

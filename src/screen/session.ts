@@ -25,6 +25,7 @@ import { Handoff, type PassFailure } from "../handoff/pass.js";
 import type { DnsblChecker, DnsblQuery } from "../dnsbl/checker.js";
 import { GreetingTest } from "./greeting.js";
 import type { VerdictCache } from "../cache/verdict-cache.js";
+import type { Greylist } from "../greylist/greylist.js";
 import { clientKey } from "../cache/key.js";
 import {
   hasPassed,
@@ -70,6 +71,8 @@ export interface SessionContext {
   families: AddressFamilies;
   dnsbl: DnsblChecker | undefined;
   cache: VerdictCache | undefined;
+  /** Greylisting and spam traps; undefined when neither is configured. */
+  greylist: Greylist | undefined;
   counts: ClientCounts;
   rates: ConnectionRates;
   load: Load;
@@ -273,7 +276,16 @@ export class Session {
     const words = config.respectfulLogging
       ? { allow: "ALLOW", deny: "DENY" }
       : { allow: "WHITE", deny: "BLACK" };
-    const access = config.accessList.evaluate(this.client.address);
+    let access = config.accessList.evaluate(this.client.address);
+    // A client that mailed a spam trap is treated as denylisted.
+    if (
+      access !== "permit" &&
+      this.context.greylist?.isTrapped(
+        this.client.address,
+        this.clientLabel,
+      ) === true
+    )
+      access = "reject";
     if (access !== undefined) this.context.metrics.verdict("access", access);
     if (access === "permit") {
       this.summary.allowlisted = true;
@@ -634,6 +646,10 @@ export class Session {
           ? {}
           : { firstCommandReply: options.firstCommandReply }),
         minTtlMs: this.minTtlMs(),
+        onRecipient: this.context.greylist?.engineHook(
+          this.client.address,
+          this.client.port,
+        ),
       },
       (outcome) =>
         this.onEngineDone(outcome, options.firstCommandReply !== undefined),
@@ -655,6 +671,11 @@ export class Session {
     const { config, addon } = this.context;
     this.phase = "passing";
     this.summary.act("handoff");
+    this.context.greylist?.remember(this.client.address, {
+      dnsblScore: this.dnsblQuery?.current().score,
+      pregreeted: this.greeting?.pregreeted === true,
+      dnsAllowlisted: this.allowlistedByDns,
+    });
     let attributes: Buffer;
     try {
       attributes = encodeAttributes({

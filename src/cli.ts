@@ -178,7 +178,10 @@ async function run(options: CommonOptions): Promise<void> {
     ]);
   }
 
-  checkPassSocket(config, logger);
+  checkPassSocket(config.smtpdPassSocket, logger);
+  for (const service of Object.values(config.passClasses)) {
+    checkPassSocket(service.path, logger);
+  }
   const server = new Server(config, addon, logger, families, stressConfig);
 
   // Signal handlers first: a SIGTERM right after "listening on" must still
@@ -210,12 +213,12 @@ async function run(options: CommonOptions): Promise<void> {
 }
 
 /**
- * Warns at startup when smtpd's pass socket cannot be used, because every
- * client would then get a 421 and the hand-off warnings name only the
- * service. Postfix may start later, so this does not stop postwarden.
+ * Warns at startup when a pass socket (the default or a class's) cannot
+ * be used, because every client sent there would then get a 421 and the
+ * hand-off warnings name only the service. Postfix may start later, so
+ * this does not stop postwarden.
  */
-function checkPassSocket(config: Config, logger: StreamLogger): void {
-  const path = config.smtpdPassSocket;
+function checkPassSocket(path: string, logger: StreamLogger): void {
   let problem: string | undefined;
   try {
     if (!statSync(path).isSocket()) problem = "not a socket";

@@ -15,6 +15,7 @@ import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
 import { ConnectionRates, Load } from "./intake/load.js";
 import { Watchdog } from "./intake/watchdog.js";
+import { InfrastructureAllowlist } from "./access/infrastructure-allowlist.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -36,6 +37,7 @@ export class Server {
   private readonly load: Load;
   private readonly rates: ConnectionRates;
   private readonly watchdog: Watchdog;
+  private readonly infrastructure: InfrastructureAllowlist | undefined;
   private cleanupTimer: NodeJS.Timeout | undefined;
   private stopping = false;
 
@@ -55,6 +57,15 @@ export class Server {
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
     if (config.cache.settings !== undefined) {
       this.cache = VerdictCache.open(config.cache.settings, logger);
+    }
+    if (config.infrastructureAllowlist.domains.length > 0) {
+      this.infrastructure = InfrastructureAllowlist.withServers(
+        config.infrastructureAllowlist,
+        logger,
+        config.dnsServers,
+      );
+      config.accessList.permitFirst(this.infrastructure);
+      stressConfig.accessList.permitFirst(this.infrastructure);
     }
     const { lists, timeoutMs, healthCheckIntervalMs } = config.dnsbl;
     if (lists.length > 0) {
@@ -136,12 +147,23 @@ export class Server {
     if (this.dnsblHealth !== undefined) {
       this.dnsblHealthChecked = this.dnsblHealth.start();
     }
+    // Screening starts with an empty allowlist, which fills in when the
+    // first refresh completes.
+    void this.infrastructure?.start();
     const interval = this.config.cache.cleanupIntervalMs;
     if (this.cache !== undefined && interval > 0) {
       const cache = this.cache;
       this.cleanupTimer = setInterval(() => cache.cleanup(), interval);
       this.cleanupTimer.unref();
     }
+  }
+
+  /**
+   * Expands the infrastructure allowlist's SPF records again, as a reload
+   * does; resolves when done. Failures are logged, never thrown.
+   */
+  refreshInfrastructureAllowlist(): Promise<void> {
+    return this.infrastructure?.refresh() ?? Promise.resolve();
   }
 
   private onAcceptError(
@@ -173,6 +195,7 @@ export class Server {
     if (this.stopping) return;
     this.stopping = true;
     this.dnsblHealth?.stop();
+    this.infrastructure?.stop();
     this.watchdog.stop();
     this.closeListeners();
     for (const session of [...this.sessions]) session.shutdown();

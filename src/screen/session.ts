@@ -17,6 +17,7 @@ import { READABLE } from "../native.js";
 import type { AddressFamilies } from "../postfix/postconf.js";
 import { encodeAttributes } from "../handoff/attributes.js";
 import { Handoff, type PassFailure } from "../handoff/pass.js";
+import { choosePassSocket } from "../handoff/classes.js";
 import type { DnsblChecker, DnsblQuery } from "../dnsbl/checker.js";
 import { GreetingTest } from "./greeting.js";
 import type { VerdictCache } from "../cache/verdict-cache.js";
@@ -625,7 +626,7 @@ export class Session {
   }
 
   private passToSmtpd(): void {
-    const { config, addon } = this.context;
+    const { config, addon, logger } = this.context;
     this.phase = "passing";
     let attributes: Buffer;
     try {
@@ -648,7 +649,11 @@ export class Session {
       attributes,
       {
         addon,
-        socketPath: config.smtpdPassSocket,
+        socketPath: choosePassSocket(config, logger, this.clientLabel, () => ({
+          address: this.client.address,
+          dnsAllowlisted: this.allowlistedByDns,
+          dnsblScore: this.dnsblQuery?.current().score ?? 0,
+        })),
         connectTimeoutMs: 1000,
         closeTimeoutMs: 100_000,
       },

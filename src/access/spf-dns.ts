@@ -2,7 +2,8 @@
 // using only the configured dns_servers when they are set. NXDOMAIN and
 // NODATA return an empty list; any other failure or a timeout throws
 // SpfDnsError, which RFC 7208 calls a temperror.
-import { Resolver } from "node:dns";
+import type { Resolver } from "node:dns";
+import { createResolver } from "../dnsbl/resolver.js";
 
 /** The lookups an SPF expansion makes; a fake implements it in unit tests. */
 export interface SpfDns {
@@ -30,13 +31,7 @@ export class SpfDnsClient implements SpfDns {
     servers: readonly string[],
     private readonly timeoutMs: number,
   ) {
-    // c-ares doubles the timeout on each try, so two tries of a third
-    // each end by the deadline.
-    this.resolver = new Resolver({
-      timeout: Math.max(100, Math.floor(timeoutMs / 3)),
-      tries: 2,
-    });
-    if (servers.length > 0) this.resolver.setServers([...servers]);
+    this.resolver = createResolver(servers, timeoutMs);
   }
 
   txt(name: string): Promise<string[]> {

@@ -63,119 +63,73 @@ async function visit(port: number, source: string): Promise<number> {
   return client.localPort;
 }
 
-/** Waits for the smtpd whose syslog name is `service` to log the client. */
-function expectSmtpd(
-  service: string,
-  source: string,
-  port: number,
-): Promise<string> {
-  return postfix.waitForLog(
-    new RegExp(
-      `postfix/${service}/smtpd\\[\\d+\\]: connect from ` +
-        `unknown${escape(`[${source}]:${port}`)}$`,
-    ),
-  );
-}
+/** Clients and the smtpd service (syslog name) each one must reach. */
+const CASES = [
+  { source: TRUSTED_CLIENT, service: "smtpd-trusted", passClass: "trusted" },
+  { source: LISTED_CLIENT, service: "smtpd-strict", passClass: "strict" },
+  { source: PLAIN_CLIENT, service: "pass", passClass: undefined },
+] as const;
 
 test("pass classes choose the service", async () => {
-  const warden = PostwardenProcess.start({
-    args: [
-      "--config",
-      "/dev/null",
-      "--listen",
-      "127.0.0.1:0",
-      "--queue-directory",
-      postfix.queueDirectory,
-      "--postfix-config-directory",
-      postfix.configDirectory,
-      "--greet-wait",
-      "1s",
-      "-o",
-      "myhostname=warden.example.com",
-      "-o",
-      "access_list=permit_mynetworks",
-      "-o",
-      `mynetworks=${TRUSTED_CLIENT}/32`,
-      "-o",
-      `dns_servers=${rbldnsd.server}`,
-      "-o",
-      "dnsbl_sites=bl.test*1",
-      "-o",
-      "dnsbl_threshold=2",
-      "-o",
-      "smtpd_pass_classes=trusted = smtpd-trusted, strict = smtpd-strict",
-    ],
-  });
+  const warden = PostwardenProcess.startInFrontOf(postfix, [
+    "-o",
+    "access_list=permit_mynetworks",
+    "-o",
+    `mynetworks=${TRUSTED_CLIENT}/32`,
+    "-o",
+    `dns_servers=${rbldnsd.server}`,
+    "-o",
+    "dnsbl_sites=bl.test*1",
+    "-o",
+    "dnsbl_threshold=2",
+    "-o",
+    "smtpd_pass_classes=trusted = smtpd-trusted, strict = smtpd-strict",
+  ]);
   try {
     const port = await warden.listeningPort();
-
-    const trustedPort = await visit(port, TRUSTED_CLIENT);
-    const trustedLabel = `[${TRUSTED_CLIENT}]:${trustedPort}`;
-    await expectSmtpd("smtpd-trusted", TRUSTED_CLIENT, trustedPort);
-    await warden.waitForLog(
-      new RegExp(
-        `pass class trusted for ${escape(trustedLabel)}: ` +
-          "service private/smtpd-trusted$",
-      ),
-    );
-
-    const listedPort = await visit(port, LISTED_CLIENT);
-    const listedLabel = `[${LISTED_CLIENT}]:${listedPort}`;
-    await expectSmtpd("smtpd-strict", LISTED_CLIENT, listedPort);
-    await warden.waitForLog(new RegExp(`PASS NEW ${escape(listedLabel)}$`));
-    await warden.waitForLog(
-      new RegExp(
-        `pass class strict for ${escape(listedLabel)}: ` +
-          "service private/smtpd-strict$",
-      ),
-    );
-
-    const plainPort = await visit(port, PLAIN_CLIENT);
-    const plainLabel = `[${PLAIN_CLIENT}]:${plainPort}`;
-    await expectSmtpd("pass", PLAIN_CLIENT, plainPort);
-    await warden.waitForLog(new RegExp(`PASS NEW ${escape(plainLabel)}$`));
-    assert.deepEqual(
-      warden.grep(new RegExp(`pass class .* for ${escape(plainLabel)}`)),
-      [],
-      "a default hand-off logged a class",
-    );
-
-    // Each client reached exactly one smtpd service.
-    const log = postfix.log();
-    for (const [source, clientPort] of [
-      [TRUSTED_CLIENT, trustedPort],
-      [LISTED_CLIENT, listedPort],
-      [PLAIN_CLIENT, plainPort],
-    ] as const) {
-      const connects = log.match(
+    for (const { source, service, passClass } of CASES) {
+      const clientPort = await visit(port, source);
+      const label = escape(`[${source}]:${clientPort}`);
+      await postfix.waitForLog(
         new RegExp(
-          `connect from unknown${escape(`[${source}]:${clientPort}`)}\\n`,
-          "g",
+          `postfix/${service}/smtpd\\[\\d+\\]: connect from unknown${label}$`,
         ),
       );
-      assert.equal(connects?.length, 1, `${source} connects:\n${log}`);
+      const classLines = warden.grep(new RegExp(`pass class .* for ${label}`));
+      if (passClass === undefined) {
+        assert.deepEqual(classLines, [], "a default hand-off logged a class");
+      } else {
+        assert.deepEqual(
+          classLines.map((line) => line.replace(/^.*: pass/, "pass")),
+          [
+            `pass class ${passClass} for [${source}]:${clientPort}: ` +
+              `service private/smtpd-${passClass}`,
+          ],
+        );
+      }
+      // The client reached exactly one smtpd service.
+      const connects = postfix
+        .log()
+        .match(new RegExp(`connect from unknown${label}\\n`, "g"));
+      assert.equal(connects?.length, 1, `connects of ${source}`);
     }
+    await warden.waitForLog(
+      new RegExp(`PASS NEW ${escape(`[${LISTED_CLIENT}]:`)}\\d+$`),
+    );
+    assert.equal(warden.grep(/DNSBL rank/).length, 0, "a client was listed");
   } finally {
     assert.equal(await warden.stop(), 0);
   }
 });
 
 test("pass classes config errors", async () => {
-  const warden = PostwardenProcess.start({
-    args: [
-      "--config",
-      "/dev/null",
-      "--listen",
-      "127.0.0.1:0",
-      "--queue-directory",
-      postfix.queueDirectory,
-      "--postfix-config-directory",
-      postfix.configDirectory,
-      "-o",
-      "smtpd_pass_classes=trusted = smtpd-trusted, vip = smtpd-vip, strict =",
-    ],
-  });
+  const warden = PostwardenProcess.startInFrontOf(postfix, [
+    "-o",
+    "smtpd_pass_classes=trusted = smtpd-trusted, vip = smtpd-vip",
+  ]);
   assert.equal(await warden.waitForExit(), 1);
-  const output = warden.lines.join("\n");
-  assert.match(output, /smtpd_pass_classes: unknown class "vip"/);
+  assert.match(
+    warden.lines.join("\n"),
+    /smtpd_pass_classes: unknown class "vip" in "vip=smtpd-vip": expected trusted or strict/,
+  );
 });

@@ -394,28 +394,14 @@ describe("infrastructure allowlist end to end", () => {
   }
 
   test("client in SPF networks skips tests", async () => {
-    const warden = PostwardenProcess.start({
-      args: [
-        "--config",
-        "/dev/null",
-        "--listen",
-        "127.0.0.1:0",
-        "--queue-directory",
-        postfix.queueDirectory,
-        "--postfix-config-directory",
-        postfix.configDirectory,
-        "--greet-wait",
-        "1s",
-        "-o",
-        "myhostname=warden.example.com",
-        "-o",
-        "access_list=",
-        "-o",
-        `dns_servers=${rbldnsd.server}`,
-        "-o",
-        "infrastructure_allowlist_domains=lo.infra.test",
-      ],
-    });
+    const warden = PostwardenProcess.startInFrontOf(postfix, [
+      "-o",
+      "access_list=",
+      "-o",
+      `dns_servers=${rbldnsd.server}`,
+      "-o",
+      "infrastructure_allowlist_domains=lo.infra.test",
+    ]);
     try {
       const port = await warden.listeningPort();
       await warden.waitForLog(

@@ -24,7 +24,7 @@ export interface InfrastructureAllowlistConfig {
   timeoutMs: number;
 }
 
-/** Longest wait for one DNS answer within a domain's time limit. */
+/** Maximum wait for one DNS answer within a domain's time limit. */
 const MAX_QUERY_TIMEOUT_MS = 10_000;
 
 /** A resolver that can be cancelled when a domain's time limit passes. */
@@ -72,7 +72,7 @@ export class InfrastructureAllowlist {
     return networks.some((network) => networkContainsAddress(network, address));
   }
 
-  /** The networks in effect, formatted, for tests and diagnostics. */
+  /** Formats the networks in effect, for tests and diagnostics. */
   formatNetworks(): string[] {
     return [...this.ipv4, ...this.ipv6].map(formatNetwork);
   }

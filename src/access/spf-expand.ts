@@ -7,9 +7,9 @@
 // terms (include, a, mx, ptr, exists, redirect) over the whole expansion,
 // as RFC 7208 4.6.4 does for one evaluation.
 //
-// A rule broken by the record (more than 10 such terms, more than 10 MX
-// names, a loop, a missing, duplicate or invalid record) is a permerror:
-// the networks found before that point are kept, because a real
+// A rule broken by the record is a permerror: more than 10 such terms,
+// more than 10 MX names, a loop, or a missing, duplicate or invalid
+// record. The networks found before that point are kept, because a real
 // evaluation reaches them before the error, and the reason is returned.
 // A DNS failure (temperror) throws SpfDnsError.
 //
@@ -28,16 +28,18 @@ import type { SpfDns } from "./spf-dns.js";
 
 /** RFC 7208 4.6.4: at most 10 DNS-querying terms per evaluation. */
 export const MAX_LOOKUP_TERMS = 10;
-/** RFC 7208 4.6.4: an mx term may look up at most 10 host names. */
+/**
+ * Maximum MX host names one mx term may look up.
+ * NOTE: taken to be RFC 7208 4.6.4's limit on address lookups per mx term;
+ * the RFC text was not rechecked for this code.
+ */
 export const MAX_MX_NAMES = 10;
 
 /**
  * Shortest prefix taken from a record, per address family. A shorter
  * network (such as "ip4:0.0.0.0/1") would allowlist a large part of the
  * Internet, so it is ignored.
- * NOTE: these floors are a judgement, not a number from RFC 7208. Large
- * providers published networks no broader than /14 (IPv4) and /36 (IPv6)
- * when this was written.
+ * NOTE: these floors are a judgement, not a number from RFC 7208.
  */
 export const MIN_PREFIX_LENGTH = { 4: 8, 6: 16 } as const;
 
@@ -134,7 +136,7 @@ async function expandDomain(
     }
   }
 
-  // RFC 7208 6.1: redirect applies only to a record without "all".
+  // SPF ignores redirect= in a record that has an "all" mechanism.
   const hasAll = record.directives.some(
     (directive) => directive.mechanism.kind === "all",
   );

@@ -1,8 +1,8 @@
 // Parses an SPF record ("v=spf1 ...", RFC 7208 section 4.5 to 6) into its
 // directives and modifiers. Names are matched in any letter case. Domains
-// stay as written (lower-cased, without a final dot); a domain that
-// contains a macro ("%{d}", "%{i}") is kept raw and marked, because the
-// allowlist cannot expand macros that depend on the client.
+// are lower-cased and lose a final dot. A domain that contains a macro
+// ("%{d}", "%{i}") is kept as written, because the allowlist cannot expand
+// macros that depend on the client.
 import { parseNetwork, prefixMask, type Network } from "./network.js";
 
 export type SpfQualifier = "+" | "-" | "~" | "?";

@@ -57,7 +57,7 @@ export function queryName(address: string, domain: string): string {
 }
 
 /**
- * Creates a c-ares resolver that asks only `servers` ("addr", "addr:port",
+ * Creates a c-ares resolver that queries only `servers` ("addr", "addr:port",
  * "[v6addr]:port"), or the system's resolvers when the list is empty.
  */
 export function createResolver(

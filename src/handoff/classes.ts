@@ -1,9 +1,9 @@
 // Hand-off classes: smtpd_pass_classes maps a class to a pass service, and
-// the verdict picks the class. "trusted" takes allowlisted clients (access
-// list permit, which includes the infrastructure allowlist, or a DNS
-// allowlist score); "strict" takes clients with a DNS list score above
-// zero that were still handed off. Every other client, and a class that is
-// not configured, uses the default smtpd_pass_socket.
+// the verdict picks the class. "trusted" takes allowlisted clients: an
+// access list permit (the infrastructure allowlist included) or a DNS
+// allowlist score. "strict" takes clients with a DNS list score above zero
+// that were still handed off. Every other client, and a class that is not
+// configured, uses the default smtpd_pass_socket.
 import { isAbsolute, join } from "node:path";
 import type { Config } from "../config/load.js";
 import type { Logger } from "../log/logger.js";
@@ -19,7 +19,7 @@ export interface PassService {
 
 export type PassClasses = Partial<Record<PassClassName, PassService>>;
 
-/** What the session knows about a client when it hands it off. */
+/** Facts about a client that the session has at hand-off. */
 export interface HandoffFacts {
   address: string;
   dnsAllowlisted: boolean;

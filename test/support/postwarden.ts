@@ -85,7 +85,7 @@ export class PostwardenProcess {
   /**
    * Starts postwarden on a free port of 127.0.0.1 in front of `postfix`,
    * with no configuration file, a 1 s greeting wait and the teaser host
-   * name warden.example.com; `args` come after those and may override them.
+   * name warden.example.com. `args` come after those and may override them.
    */
   static startInFrontOf(
     postfix: { queueDirectory: string; configDirectory: string },

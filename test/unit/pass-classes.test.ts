@@ -126,18 +126,18 @@ test("pass socket default and logged class", () => {
     dnsblScore: 2,
   });
 
-  let asked = false;
+  let factsRequested = false;
   const path = choosePassSocket(
     { ...base, passClasses: {} },
     logger,
     "[198.51.100.1]:1000",
     () => {
-      asked = true;
+      factsRequested = true;
       return strictFacts();
     },
   );
   assert.equal(path, "/q/private/smtpd");
-  assert.equal(asked, false, "facts were computed without classes");
+  assert.equal(factsRequested, false, "facts were computed without classes");
 
   const onlyTrusted = {
     ...base,

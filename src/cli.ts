@@ -207,8 +207,7 @@ async function run(options: CommonOptions): Promise<void> {
   const addon = loadAddon();
   for (const warning of warnings) logger.warning(warning);
 
-  const passSocketProblem = checkPassSocket(config);
-  if (passSocketProblem !== undefined) logger.warning(passSocketProblem);
+  for (const problem of passSocketProblems(config)) logger.warning(problem);
   const metrics = await openMetrics(config.metricsListen, logger);
   const server = new Server(
     config,
@@ -222,8 +221,7 @@ async function run(options: CommonOptions): Promise<void> {
     server,
     async () => {
       const loaded = await readDaemonConfig(options, config.listen);
-      const problem = checkPassSocket(loaded.config);
-      if (problem !== undefined) loaded.warnings.push(problem);
+      loaded.warnings.push(...passSocketProblems(loaded.config));
       return loaded;
     },
     logger,
@@ -258,13 +256,22 @@ async function run(options: CommonOptions): Promise<void> {
 }
 
 /**
- * Checks that smtpd's pass socket can be used, at startup and on reload;
- * returns a warning when it cannot, because every client would then get a
- * 421 and the hand-off warnings name only the service. Postfix may start
- * later, so this does not stop postwarden.
+ * Checks that the pass sockets (the default and each class's) can be used,
+ * at startup and on reload; returns a warning for each that cannot,
+ * because every client sent there would then get a 421 and the hand-off
+ * warnings name only the service. Postfix may start later, so this does
+ * not stop postwarden.
  */
-function checkPassSocket(config: Config): string | undefined {
-  const path = config.smtpdPassSocket;
+function passSocketProblems(config: Config): string[] {
+  const paths = [
+    config.smtpdPassSocket,
+    ...Object.values(config.passClasses).map((service) => service.path),
+  ];
+  return paths.flatMap((path) => checkPassSocket(path) ?? []);
+}
+
+/** Returns why smtpd's pass socket at `path` cannot be used, if it cannot. */
+function checkPassSocket(path: string): string | undefined {
   let problem: string | undefined;
   try {
     if (!statSync(path).isSocket()) problem = "not a socket";

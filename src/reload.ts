@@ -36,6 +36,9 @@ export const RESTART_PARAMETERS: readonly string[] = [
   "trap_recipients",
   "trap_ttl",
   "policy_listen",
+  "infrastructure_allowlist_domains",
+  "infrastructure_allowlist_refresh",
+  "infrastructure_allowlist_timeout",
 ];
 
 /** A configuration as read at startup or on reload. */
@@ -72,6 +75,7 @@ export function keepRunningValues(running: Config, next: Config): void {
   next.log = running.log;
   next.metricsListen = running.metricsListen;
   next.greylist = running.greylist;
+  next.infrastructureAllowlist = running.infrastructureAllowlist;
   const runningCache = running.cache.settings;
   const nextCache = next.cache.settings;
   if (runningCache === undefined || nextCache === undefined) {

@@ -15,6 +15,7 @@ import { NO_METRICS, type Metrics } from "./metrics/metrics.js";
 import { daemonState } from "./metrics/state.js";
 import { Runtime } from "./runtime.js";
 import { GreylistService } from "./greylist/service.js";
+import { InfrastructureAllowlist } from "./access/infrastructure-allowlist.js";
 
 /** Listen backlog; the kernel caps it at net.core.somaxconn. */
 const LISTEN_BACKLOG = 65535;
@@ -31,6 +32,7 @@ export class Server {
   private readonly acceptWarning: RateLimitedWarning;
   private readonly cache: VerdictCache | undefined;
   private readonly greylist: GreylistService | undefined;
+  private readonly infrastructure: InfrastructureAllowlist | undefined;
   private readonly counts = new ClientCounts();
   private readonly load: Load;
   private readonly rates: ConnectionRates;
@@ -58,6 +60,21 @@ export class Server {
       this.cache = VerdictCache.open(config.cache.settings, logger, metrics);
     }
     this.greylist = GreylistService.create(config, this.cache, logger);
+    if (config.infrastructureAllowlist.domains.length > 0) {
+      this.infrastructure = InfrastructureAllowlist.withServers(
+        config.infrastructureAllowlist,
+        logger,
+        config.dnsServers,
+      );
+      this.permitInfrastructure(this.current);
+    }
+  }
+
+  /** Makes a configuration's access lists permit the infrastructure first. */
+  private permitInfrastructure(runtime: Runtime): void {
+    if (this.infrastructure === undefined) return;
+    runtime.config.accessList.permitFirst(this.infrastructure);
+    runtime.stressConfig.accessList.permitFirst(this.infrastructure);
   }
 
   /** The configuration in force for new connections. */
@@ -96,12 +113,16 @@ export class Server {
     if (cache.settings !== undefined) {
       this.cache?.updateSettings(cache.settings);
     }
+    this.permitInfrastructure(next);
     const previous = this.current;
     this.current = next;
     previous.stop();
     this.load.setPreQueueLimit(limits.preQueueLimit);
     this.rates.setWindow(limits.clientConnectionRateTimeUnitMs);
-    if (this.started) this.dnsblHealthChecked = next.start(this.cleanup());
+    if (this.started) {
+      this.dnsblHealthChecked = next.start(this.cleanup());
+      void this.refreshInfrastructureAllowlist();
+    }
   }
 
   /** Completes when the first DNS list health checks have run. */
@@ -175,6 +196,17 @@ export class Server {
     this.started = true;
     this.dnsblHealthChecked = this.current.start(this.cleanup());
     this.greylist?.start();
+    // Screening starts with an empty allowlist, which fills in when the
+    // first refresh completes.
+    void this.infrastructure?.start();
+  }
+
+  /**
+   * Expands the infrastructure allowlist's SPF records again, as a reload
+   * does; resolves when done. Failures are logged, never thrown.
+   */
+  refreshInfrastructureAllowlist(): Promise<void> {
+    return this.infrastructure?.refresh() ?? Promise.resolve();
   }
 
   /** Starts the policy service, if configured; throws when it cannot listen. */
@@ -221,6 +253,7 @@ export class Server {
     if (this.stopping) return;
     this.stopping = true;
     this.current.stop();
+    this.infrastructure?.stop();
     this.closeListeners();
     for (const session of [...this.sessions]) session.shutdown();
 

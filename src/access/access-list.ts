@@ -4,14 +4,28 @@
 // cidr_table(5) file, whose permit or reject ends the search and whose
 // dunno (or no match) goes on to the next item. Tables are read at
 // startup and on each reload; a bad line stops startup, or rejects the
-// reload, with the file and line.
+// reload, with the file and line. A permit source set with permitFirst()
+// (the infrastructure allowlist) is asked before every item.
 import { CidrTable, type AccessResult } from "./cidr-table.js";
-import { networkContains, parseNetworkList, type Network } from "./network.js";
+import {
+  networkContains,
+  parseAddress,
+  parseNetworkList,
+  type IpAddress,
+  type Network,
+} from "./network.js";
+
+/** A set of addresses that the access list permits before its items. */
+export interface PermitSource {
+  contains(address: IpAddress): boolean;
+}
 
 type AccessItem =
   { kind: "mynetworks" } | { kind: "cidr"; name: string; table: CidrTable };
 
 export class AccessList {
+  private permitSource: PermitSource | undefined;
+
   private constructor(
     private readonly items: readonly AccessItem[],
     private readonly mynetworks: readonly Network[],
@@ -42,11 +56,19 @@ export class AccessList {
   }
 
   get empty(): boolean {
-    return this.items.length === 0;
+    return this.items.length === 0 && this.permitSource === undefined;
+  }
+
+  /** Makes `source` permit its addresses before the items are tried. */
+  permitFirst(source: PermitSource): void {
+    this.permitSource = source;
   }
 
   /** Returns permit, reject, or undefined when nothing decides. */
   evaluate(address: string): Exclude<AccessResult, "dunno"> | undefined {
+    if (this.permitSource?.contains(parseAddress(address)) === true) {
+      return "permit";
+    }
     for (const item of this.items) {
       if (item.kind === "mynetworks") {
         if (

@@ -22,6 +22,8 @@ import { facilityCode } from "../log/syslog-format.js";
 import type { CacheSettings } from "../cache/verdict-cache.js";
 import { AccessList, InterfaceList } from "../access/access-list.js";
 import { parseNetworkList } from "../access/network.js";
+import type { InfrastructureAllowlistConfig } from "../access/infrastructure-allowlist.js";
+import { parsePassClasses, type PassClasses } from "../handoff/classes.js";
 import { parseSites } from "../dnsbl/sites.js";
 import { loadReplyMap } from "../dnsbl/reply-map.js";
 import {
@@ -142,6 +144,7 @@ export interface Config {
   /** Resolver addresses ("addr", "addr:port", "[v6]:port"); empty = system. */
   dnsServers: string[];
   accessList: AccessList;
+  infrastructureAllowlist: InfrastructureAllowlistConfig;
   denylistAction: TestAction;
   allowlistInterfaces: InterfaceList;
   /** ALLOWLISTED/DENYLISTED (yes) or WHITELISTED/BLACKLISTED (no). */
@@ -168,6 +171,8 @@ export interface Config {
   smtpdPassSocket: string;
   /** Name of the pass service in log lines, such as "private/smtpd". */
   smtpdServiceLabel: string;
+  /** Pass services for hand-off classes; an absent class uses the default. */
+  passClasses: PassClasses;
   postfixConfigDirectory: string;
 }
 
@@ -360,6 +365,15 @@ export function buildConfig(
     accessList: check("access_list", (value) =>
       AccessList.parse(splitList(value), parseNetworkList(get("mynetworks"))),
     ),
+    infrastructureAllowlist: {
+      domains: check("infrastructure_allowlist_domains", parseDomainList),
+      refreshIntervalMs: check("infrastructure_allowlist_refresh", (value) =>
+        checkTime(spec("infrastructure_allowlist_refresh"), value),
+      ),
+      timeoutMs: check("infrastructure_allowlist_timeout", (value) =>
+        checkTime(spec("infrastructure_allowlist_timeout"), value),
+      ),
+    },
     denylistAction: check("denylist_action", (value) =>
       checkChoice(spec("denylist_action"), value),
     ) as TestAction,
@@ -499,6 +513,7 @@ export function buildConfig(
     queueDirectory: check("queue_directory", requireAbsolute),
     smtpdPassSocket: "",
     smtpdServiceLabel: "",
+    passClasses: {},
     postfixConfigDirectory: check("postfix_config_directory", requireAbsolute),
   };
 
@@ -521,6 +536,9 @@ export function buildConfig(
     );
   }
 
+  config.passClasses = check("smtpd_pass_classes", (value) =>
+    parsePassClasses(value, config.queueDirectory ?? ""),
+  );
   check("mynetworks", parseNetworkList);
   const certFile = get("tls_cert_file");
   const keyFile = get("tls_key_file");
@@ -674,6 +692,31 @@ function parseBoolean(value: string): boolean {
   if (lower === "yes" || lower === "true") return true;
   if (lower === "no" || lower === "false") return false;
   throw new Error(`invalid value "${value}": expected yes or no`);
+}
+
+/**
+ * Parses infrastructure_allowlist_domains: mail domains, lower-cased and
+ * without a final dot. Throws an Error naming the first invalid domain.
+ */
+export function parseDomainList(value: string): string[] {
+  const domains = splitList(value).map((item) => {
+    const domain = item.toLowerCase().replace(/\.$/, "");
+    const labels = domain.split(".");
+    const valid =
+      domain.length <= 253 &&
+      labels.length >= 2 &&
+      labels.every((label) =>
+        /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/.test(label),
+      );
+    if (!valid) {
+      throw new Error(
+        `invalid domain "${item}": expected a mail domain such as ` +
+          '"example.com"',
+      );
+    }
+    return domain;
+  });
+  return [...new Set(domains)];
 }
 
 /** Parses dns_servers: "addr", "addr:port", "[v6addr]" or "[v6addr]:port". */

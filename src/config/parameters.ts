@@ -202,6 +202,23 @@ export const PARAMETERS: readonly ParameterSpec[] = [
     aliases: ["postscreen_whitelist_interfaces"],
   },
   { name: "respectful_logging", kind: "boolean", default: "yes" },
+  { name: "infrastructure_allowlist_domains", kind: "list", default: "" },
+  {
+    name: "infrastructure_allowlist_refresh",
+    kind: "time",
+    default: "1h",
+    unit: "s",
+    minSeconds: 1,
+    maxSeconds: MAX_TIMER_SECONDS,
+  },
+  {
+    name: "infrastructure_allowlist_timeout",
+    kind: "time",
+    default: "30s",
+    unit: "s",
+    minSeconds: 1,
+    maxSeconds: MAX_TIMER_SECONDS,
+  },
   {
     name: "log_destination",
     kind: "choice",
@@ -519,6 +536,7 @@ export const PARAMETERS: readonly ParameterSpec[] = [
   { name: "queue_directory", kind: "string", default: "/var/spool/postfix" },
   { name: "smtpd_service_name", kind: "string", default: "smtpd" },
   { name: "smtpd_pass_socket", kind: "string", default: "" },
+  { name: "smtpd_pass_classes", kind: "list", default: "" },
   {
     name: "postfix_config_directory",
     kind: "string",

@@ -56,6 +56,24 @@ export function queryName(address: string, domain: string): string {
   throw new Error(`invalid client address "${address}"`);
 }
 
+/**
+ * Creates a c-ares resolver that queries only `servers` ("addr", "addr:port",
+ * "[v6addr]:port"), or the system's resolvers when the list is empty.
+ */
+export function createResolver(
+  servers: readonly string[],
+  timeoutMs: number,
+): Resolver {
+  // c-ares doubles the timeout on each try, so two tries of a third
+  // each end at the deadline and its sockets do not outlive it.
+  const resolver = new Resolver({
+    timeout: Math.max(100, Math.floor(timeoutMs / 3)),
+    tries: 2,
+  });
+  if (servers.length > 0) resolver.setServers([...servers]);
+  return resolver;
+}
+
 export class DnsClient {
   private readonly resolver: Resolver;
   private readonly soaCache = new Map<
@@ -71,13 +89,7 @@ export class DnsClient {
     servers: readonly string[],
     private readonly timeoutMs: number,
   ) {
-    // c-ares doubles the timeout on each try, so two tries of a third
-    // each end at the deadline and its sockets do not outlive it.
-    this.resolver = new Resolver({
-      timeout: Math.max(100, Math.floor(timeoutMs / 3)),
-      tries: 2,
-    });
-    if (servers.length > 0) this.resolver.setServers([...servers]);
+    this.resolver = createResolver(servers, timeoutMs);
   }
 
   /** Looks up A records for `name`, within the timeout. */

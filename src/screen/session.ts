@@ -22,6 +22,7 @@ import { READABLE } from "../native.js";
 import type { AddressFamilies } from "../postfix/postconf.js";
 import { encodeAttributes } from "../handoff/attributes.js";
 import { Handoff, type PassFailure } from "../handoff/pass.js";
+import { choosePassSocket } from "../handoff/classes.js";
 import type { DnsblChecker, DnsblQuery } from "../dnsbl/checker.js";
 import { GreetingTest } from "./greeting.js";
 import type { VerdictCache } from "../cache/verdict-cache.js";
@@ -668,7 +669,7 @@ export class Session {
   }
 
   private passToSmtpd(): void {
-    const { config, addon } = this.context;
+    const { config, addon, logger } = this.context;
     this.phase = "passing";
     this.summary.act("handoff");
     this.context.greylist?.remember(this.client.address, {
@@ -699,7 +700,11 @@ export class Session {
       attributes,
       {
         addon,
-        socketPath: config.smtpdPassSocket,
+        socketPath: choosePassSocket(config, logger, this.clientLabel, () => ({
+          address: this.client.address,
+          dnsAllowlisted: this.allowlistedByDns,
+          dnsblScore: this.dnsblQuery?.current().score ?? 0,
+        })),
         connectTimeoutMs: 1000,
         closeTimeoutMs: 100_000,
       },

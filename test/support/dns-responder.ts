@@ -1,14 +1,28 @@
 // A small UDP DNS server on 127.0.0.1 for tests that need replies rbldnsd
 // cannot give: SERVFAIL, REFUSED, no reply at all, and a chosen TTL or SOA
 // minimum per query. A handler picks the reply for each query.
+// A "records" reply serves A, AAAA, TXT and MX records, for SPF tests.
 // Limits: UDP only, with no TCP fallback, and replies are never truncated
-// to the 512-byte UDP limit, so keep answers small. It answers with A and
-// SOA records only, accepts only standard queries with one question, and
-// ignores malformed packets without replying.
+// to the 512-byte UDP limit, so keep answers small. It accepts only
+// standard queries with one question, and ignores malformed packets
+// without replying.
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
-import { isIPv4 } from "node:net";
+import { isIPv4, isIPv6 } from "node:net";
+import { expandIPv6 } from "../../src/dnsbl/resolver.js";
 
-export type QueryType = "A" | "SOA" | "AAAA" | "TXT" | "OTHER";
+export type QueryType = "A" | "SOA" | "AAAA" | "TXT" | "MX" | "OTHER";
+
+/**
+ * Records of one name. A query for a type with no records gets NODATA.
+ * A TXT string longer than 255 bytes is sent as several strings, which
+ * resolvers join.
+ */
+export interface NameRecords {
+  a?: string[];
+  aaaa?: string[];
+  txt?: string[];
+  mx?: { preference: number; exchange: string }[];
+}
 
 /**
  * The reply to one query.
@@ -21,10 +35,12 @@ export type QueryType = "A" | "SOA" | "AAAA" | "TXT" | "OTHER";
  *   `soaMinimum`) in the authority section when `soaMinimum` is set.
  * - servfail, refused: that response code and no records.
  * - silent: no reply, so the client times out.
+ * - records: the records of the queried type from `records`, or NODATA.
  * TTLs and minimums are in seconds.
  */
 export type ResponderBehaviour =
   | { kind: "answer"; addresses: string[]; ttl: number }
+  | { kind: "records"; records: NameRecords; ttl: number }
   | { kind: "soa"; minimum: number; ttl: number }
   | { kind: "nxdomain"; soaMinimum?: number }
   | { kind: "servfail" }
@@ -52,11 +68,16 @@ const MAX_TTL = 0x7fffffff;
 const TYPE_NAMES = new Map<number, QueryType>([
   [1, "A"],
   [6, "SOA"],
+  [15, "MX"],
   [16, "TXT"],
   [28, "AAAA"],
 ]);
 const TYPE_A = 1;
 const TYPE_SOA = 6;
+const TYPE_MX = 15;
+const TYPE_TXT = 16;
+const TYPE_AAAA = 28;
+const MAX_TXT_STRING = 255;
 
 // Every SOA record this server sends uses these names and timers. Only the
 // TTL and the minimum vary. "invalid" is reserved by RFC 2606.
@@ -277,6 +298,14 @@ function buildReply(
       const record = soaRecord(false, minimum, minimum);
       return encodeMessage(query, RCODE_NXDOMAIN, [], [record]);
     }
+    case "records":
+      checkTtl(behaviour.ttl, "ttl");
+      return encodeMessage(
+        query,
+        RCODE_NOERROR,
+        typedRecords(query, behaviour.records, behaviour.ttl),
+        [],
+      );
     case "servfail":
       return encodeMessage(query, RCODE_SERVFAIL, [], []);
     case "refused":
@@ -291,6 +320,56 @@ function checkTtl(value: number, field: string): void {
     throw new Error(
       `invalid ${field} ${value}: expected whole seconds from 0 to ${MAX_TTL}`,
     );
+  }
+}
+
+/** Encodes the records of the query's type; throws for invalid data. */
+function typedRecords(
+  query: Query,
+  records: NameRecords,
+  ttl: number,
+): ResourceRecord[] {
+  const record = (type: number, data: Buffer): ResourceRecord => ({
+    ownerIsQueryName: true,
+    type,
+    ttl,
+    data,
+  });
+  switch (query.type) {
+    case "A":
+      return (records.a ?? []).map((address) => {
+        if (!isIPv4(address)) {
+          throw new Error(`invalid A address ${JSON.stringify(address)}`);
+        }
+        return addressRecord(address, ttl);
+      });
+    case "AAAA":
+      return (records.aaaa ?? []).map((address) => {
+        if (!isIPv6(address)) {
+          throw new Error(`invalid AAAA address ${JSON.stringify(address)}`);
+        }
+        return record(TYPE_AAAA, Buffer.from(expandIPv6(address), "hex"));
+      });
+    case "TXT":
+      return (records.txt ?? []).map((text) => {
+        const bytes = Buffer.from(text, "utf8");
+        const parts: Buffer[] = [];
+        for (let start = 0; start < bytes.length; start += MAX_TXT_STRING) {
+          const chunk = bytes.subarray(start, start + MAX_TXT_STRING);
+          parts.push(Buffer.from([chunk.length]), chunk);
+        }
+        if (parts.length === 0) parts.push(Buffer.from([0]));
+        return record(TYPE_TXT, Buffer.concat(parts));
+      });
+    case "MX":
+      return (records.mx ?? []).map(({ preference, exchange }) => {
+        const head = Buffer.alloc(2);
+        head.writeUInt16BE(preference, 0);
+        const name = exchange === "" ? Buffer.from([0]) : encodeName(exchange);
+        return record(TYPE_MX, Buffer.concat([head, name]));
+      });
+    default:
+      return [];
   }
 }
 

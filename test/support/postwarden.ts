@@ -90,6 +90,34 @@ export class PostwardenProcess {
     return process;
   }
 
+  /**
+   * Starts postwarden on a free port of 127.0.0.1 in front of `postfix`,
+   * with no configuration file, a 1 s greeting wait and the teaser host
+   * name warden.example.com. `args` come after those and may override them.
+   */
+  static startInFrontOf(
+    postfix: { queueDirectory: string; configDirectory: string },
+    args: string[],
+  ): PostwardenProcess {
+    return PostwardenProcess.start({
+      args: [
+        "--config",
+        "/dev/null",
+        "--listen",
+        "127.0.0.1:0",
+        "--queue-directory",
+        postfix.queueDirectory,
+        "--postfix-config-directory",
+        postfix.configDirectory,
+        "--greet-wait",
+        "1s",
+        "-o",
+        "myhostname=warden.example.com",
+        ...args,
+      ],
+    });
+  }
+
   /** The data directory (verdict cache) this process uses. */
   dataDirectory = "";
 

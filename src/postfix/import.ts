@@ -57,7 +57,12 @@ export function importPostfix(snapshot: PostfixSnapshot): string {
   lines.push(...locationLines(snapshot, postscreenService));
 
   const mapped = new Map<string, OutputLine>();
+  // postwarden reads only myhostname and mynetworks from Postfix, so the
+  // other shared parameters are written out when main.cf sets them.
   const references = new Set<string>(["myhostname", "mynetworks"]);
+  for (const name of SHARED_PARAMETERS) {
+    if (snapshot.explicit.has(name)) references.add(name);
+  }
   for (const name of postscreenNames(snapshot)) {
     const line = mapParameter(name, snapshot, notImported, references);
     if (line?.setting !== undefined) mapped.set(line.setting.name, line);
@@ -157,7 +162,6 @@ function mapParameter(
   } catch (error) {
     return skip(`invalid value: ${(error as Error).message}`);
   }
-  for (const reference of converted.references) references.add(reference);
   const comments = converted.note === undefined ? [] : [converted.note];
 
   let value = converted.value;
@@ -169,6 +173,7 @@ function mapParameter(
     // Such as greet_banner = $smtpd_banner after a changed myhostname.
     return undefined;
   }
+  for (const reference of converted.references) references.add(reference);
   if (target === "dnsbl_sites") {
     value = keepItems(value, comments, (item) => {
       parseSite(item);
@@ -195,7 +200,7 @@ function keepItems(
   check: (item: string) => void,
 ): string {
   const kept: string[] = [];
-  for (const item of splitList(value)) {
+  for (const item of splitListWithBraces(value)) {
     try {
       check(item);
       kept.push(item);
@@ -204,6 +209,28 @@ function keepItems(
     }
   }
   return kept.join(" ");
+}
+
+/**
+ * Splits a list value as Postfix does, where "{...}" groups such as
+ * regexp:{{/^[^A-Z]/ Bogus}} stay in one item.
+ */
+export function splitListWithBraces(value: string): string[] {
+  const items: string[] = [];
+  let current = "";
+  let depth = 0;
+  for (const character of value) {
+    if (depth === 0 && /[\s,]/.test(character)) {
+      if (current !== "") items.push(current);
+      current = "";
+      continue;
+    }
+    if (character === "{") depth++;
+    else if (character === "}" && depth > 0) depth--;
+    current += character;
+  }
+  if (current !== "") items.push(current);
+  return items;
 }
 
 function checkAccessItem(item: string): void {

@@ -31,7 +31,7 @@ export function readPostconf(
           const detail = stderr.trim() || error.message;
           reject(
             new PostconfError(
-              `${postconf} -c ${configDirectory} ${flags.join(" ")} failed: ${detail}`,
+              `${[postconf, "-c", configDirectory, ...flags].join(" ")} failed: ${detail}`,
               { cause: error },
             ),
           );

@@ -161,6 +161,11 @@ describe("check command", () => {
         "listen=127.0.0.1:2525",
         "-o",
         "myhostname=mx.example.com",
+        // check exits 1 unless the Postfix side is right too.
+        "--queue-directory",
+        postfix.queueDirectory,
+        "--postfix-config-directory",
+        postfix.configDirectory,
       ],
       {
         timeout: 20_000,
@@ -186,6 +191,8 @@ describe("check command", () => {
         "/dev/null",
         "-o",
         "listen=127.0.0.1:2525",
+        "--queue-directory",
+        postfix.queueDirectory,
         "--postfix-config-directory",
         postfix.configDirectory,
       ],

@@ -50,6 +50,7 @@ postscreen_non_smtp_command_enable = yes
 postscreen_bare_newline_enable = yes
 postscreen_bare_newline_action = enforce
 postscreen_watchdog_timeout = 20s
+postscreen_forbidden_commands = CONNECT GET POST HEAD regexp:{{/^[^A-Z]/ Bogus}}
 `;
 }
 
@@ -143,6 +144,14 @@ describe("import-postfix", () => {
     assert.equal(valueOf("queue_directory"), `${directory}/spool`);
     assert.equal(valueOf("postfix_config_directory"), directory);
     assert.equal(valueOf("smtpd_pass_socket"), undefined);
+  });
+
+  test("forbidden commands without tables", () => {
+    assert.equal(valueOf("forbidden_commands"), "CONNECT GET POST HEAD");
+    assert.match(
+      output,
+      /^# left out "regexp:\{\{\/\^\[\^A-Z\]\/ Bogus\}\}": table lookups are not supported/m,
+    );
   });
 
   test("unmapped settings become comments", () => {

@@ -17,6 +17,7 @@ import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PostfixInstance } from "../test/support/postfix.js";
+import { ROOT_OPTIONS } from "../test/support/postwarden.js";
 import { packageRoot } from "../src/native.js";
 import { childrenNamed } from "./proc.js";
 
@@ -321,6 +322,7 @@ export class BenchEnvironment {
         postfix.configDirectory,
         "-o",
         `data_directory=${directory}`,
+        ...ROOT_OPTIONS,
         ...limitArguments(postfix.configDirectory, spec.preQueueLimit),
         ...spec.args,
       ],

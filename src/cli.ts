@@ -14,6 +14,15 @@ import {
 import { parseNetworkList } from "./access/network.js";
 import { Server } from "./server.js";
 import {
+  checkReadable,
+  planPrivileges,
+  prepareDataDirectory,
+  PrivilegeError,
+  requiredFiles,
+  switchAccount,
+  type Account,
+} from "./privilege.js";
+import {
   CacheCliError,
   deleteCommand,
   flushCommand,
@@ -178,7 +187,7 @@ async function run(options: CommonOptions): Promise<void> {
     ]);
   }
 
-  checkPassSocket(config, logger);
+  const plan = planPrivileges(config.privilege);
   const server = new Server(config, addon, logger, families, stressConfig);
 
   // Signal handlers first: a SIGTERM right after "listening on" must still
@@ -201,6 +210,15 @@ async function run(options: CommonOptions): Promise<void> {
     logger.warning("SIGHUP ignored: configuration reload is not supported yet"),
   );
 
+  bindListeners(server, plan.account);
+  const files = requiredFiles(options.config, config);
+  if (plan.action === "switch") {
+    prepareDataDirectory(config, plan.account);
+    switchAccount(plan.account);
+  }
+  logAccount(logger, plan.account, plan.action === "switch");
+  checkReadable(files, plan.account.user);
+  checkPassSocket(config, logger, plan.account);
   server.start();
   for (const note of config.notes) logger.info(`note: ${note}`);
   logger.info(
@@ -210,11 +228,55 @@ async function run(options: CommonOptions): Promise<void> {
 }
 
 /**
+ * Binds the listeners. A bind refused to a process that is not root gets
+ * a hint, because ports below 1024 need root or CAP_NET_BIND_SERVICE.
+ */
+function bindListeners(server: Server, account: Account): void {
+  try {
+    server.bind();
+  } catch (error) {
+    const { code, syscall } = error as NodeJS.ErrnoException;
+    if (code !== "EACCES" || syscall !== "bind" || process.getuid?.() === 0) {
+      throw error;
+    }
+    throw new PrivilegeError(
+      `${(error as Error).message}. Ports below 1024 need root: start ` +
+        `postwarden as root, and it switches to user ${account.user} ` +
+        "once the listeners are bound, or give it CAP_NET_BIND_SERVICE",
+    );
+  }
+}
+
+function logAccount(
+  logger: StreamLogger,
+  account: Account,
+  switched: boolean,
+): void {
+  const text =
+    `user ${account.user} (uid ${account.uid}), group ${account.group} ` +
+    `(gid ${account.gid}), groups ${account.groups.join(" ")}`;
+  if (account.uid === 0) {
+    logger.warning(
+      `running as root because allow_root = yes: a flaw in postwarden ` +
+        "would give a remote attacker root",
+    );
+  } else if (switched) {
+    logger.info(`switched to ${text}; setuid(0) is denied`);
+  } else {
+    logger.info(`running as ${text}`);
+  }
+}
+
+/**
  * Warns at startup when smtpd's pass socket cannot be used, because every
  * client would then get a 421 and the hand-off warnings name only the
  * service. Postfix may start later, so this does not stop postwarden.
  */
-function checkPassSocket(config: Config, logger: StreamLogger): void {
+function checkPassSocket(
+  config: Config,
+  logger: StreamLogger,
+  account: Account,
+): void {
   const path = config.smtpdPassSocket;
   let problem: string | undefined;
   try {
@@ -226,7 +288,9 @@ function checkPassSocket(config: Config, logger: StreamLogger): void {
       code === "ENOENT"
         ? "not found (is Postfix running, with a pass service of that name, and is queue_directory right?)"
         : code === "EACCES"
-          ? "permission denied (run postwarden as root or as Postfix's mail_owner)"
+          ? `permission denied for user ${account.user}: add it to ` +
+            "group postdrop for a public/ pass service, or run as user " +
+            "postfix for a private/ one"
           : (error as Error).message;
   }
   if (problem !== undefined) {
@@ -255,7 +319,8 @@ function fail(error: unknown): never {
     );
   } else if (
     error instanceof AddonLoadError ||
-    error instanceof CacheCliError
+    error instanceof CacheCliError ||
+    error instanceof PrivilegeError
   ) {
     process.stderr.write(`postwarden: fatal: ${error.message}\n`);
   } else {

@@ -31,7 +31,7 @@ export class Server {
   private readonly acceptWarning: RateLimitedWarning;
   private readonly dnsbl: DnsblChecker | undefined;
   private readonly dnsblHealth: DnsblHealth | undefined;
-  private readonly cache: VerdictCache | undefined;
+  private cache: VerdictCache | undefined;
   private readonly counts = new ClientCounts();
   private readonly load: Load;
   private readonly rates: ConnectionRates;
@@ -53,9 +53,6 @@ export class Server {
       config.limits.clientConnectionRateTimeUnitMs,
     );
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
-    if (config.cache.settings !== undefined) {
-      this.cache = VerdictCache.open(config.cache.settings, logger);
-    }
     const { lists, timeoutMs, healthCheckIntervalMs } = config.dnsbl;
     if (lists.length > 0) {
       const client = new DnsClient(config.dnsServers, timeoutMs);
@@ -82,8 +79,12 @@ export class Server {
     return this.sessions.size;
   }
 
-  /** Binds every listen address; throws on the first that fails. */
-  start(): void {
+  /**
+   * Binds every listen address without accepting yet, so that start-up
+   * can switch user in between; throws on the first that fails.
+   */
+  bind(): void {
+    if (this.listeners.length > 0) return;
     try {
       for (const { host, port, proxy } of this.config.listen) {
         let listener: NativeListener | undefined = undefined;
@@ -128,6 +129,18 @@ export class Server {
     } catch (error) {
       this.closeListeners();
       throw error;
+    }
+  }
+
+  /**
+   * Binds if bind() has not, opens the verdict cache, and starts accepting.
+   * The cache opens here, after any switch of user, so that the store's
+   * files belong to the user that writes them.
+   */
+  start(): void {
+    this.bind();
+    if (this.config.cache.settings !== undefined) {
+      this.cache = VerdictCache.open(this.config.cache.settings, this.logger);
     }
     for (const listener of this.listeners) listener.start();
     this.watchdog.start();

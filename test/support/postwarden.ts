@@ -19,7 +19,16 @@ export interface RunOptions {
   wrapper?: string[];
   /** data_directory to use, to share a verdict cache between runs. */
   dataDirectory?: string;
+  /**
+   * Keeps postwarden running as root (`-o user=root -o allow_root=yes`,
+   * before `args`), which is the default: table files that tests write to
+   * their own temporary directories are readable by root only.
+   */
+  asRoot?: boolean;
 }
+
+/** Options that let postwarden keep running as root. */
+export const ROOT_OPTIONS = ["-o", "user=root", "-o", "allow_root=yes"];
 
 function shellQuote(arg: string): string {
   return `'${arg.replace(/'/g, "'\\''")}'`;
@@ -57,6 +66,7 @@ export class PostwardenProcess {
       "run",
       "-o",
       `data_directory=${dataDirectory}`,
+      ...(options.asRoot === false ? [] : ROOT_OPTIONS),
       ...options.args,
     ]
       .map(shellQuote)

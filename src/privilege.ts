@@ -189,7 +189,16 @@ export function prepareDataDirectory(config: Config, account: Account): void {
   const localPath = config.cache.settings?.localPath;
   if (localPath !== undefined) directories.add(dirname(localPath));
   for (const directory of directories) {
-    const created = mkdirSync(directory, { recursive: true, mode: 0o750 });
+    let created: string | undefined;
+    try {
+      created = mkdirSync(directory, { recursive: true, mode: 0o750 });
+    } catch (error) {
+      throw new PrivilegeError(
+        `cannot create ${directory}: ${(error as Error).message}. Create ` +
+          `it with "install -d -o ${account.user} -g ${account.group} ` +
+          `-m 0750 ${directory}"`,
+      );
+    }
     if (created !== undefined || directory === config.dataDirectory) {
       changeOwner(directory, account, true);
     }

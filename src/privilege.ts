@@ -33,11 +33,11 @@ export interface Account {
   gid: number;
   /** Gids from supplementary_groups, added to the group database's. */
   supplementaryGids: number[];
-  /** Every gid the process holds after the switch, sorted. */
+  /** Every gid the process has after the switch, sorted. */
   groups: number[];
 }
 
-/** What start-up does about its user. */
+/** The start-up decision: switch to the account, or keep the current user. */
 export type PrivilegePlan =
   { action: "switch"; account: Account } | { action: "keep"; account: Account };
 
@@ -74,8 +74,8 @@ function lookUpGroup(
   const entry = getent("group", name);
   if (entry === undefined) {
     throw new PrivilegeError(
-      `${parameter}: group ${name} not found (getent group ${name}); ` +
-        "create it or set an existing group",
+      `${parameter}: group ${name} not found (getent group ${name}). ` +
+        "Create it or set an existing group",
     );
   }
   const fields = entry.split(":");
@@ -171,7 +171,7 @@ function describeCurrentUser(): string {
   try {
     name = userInfo().username;
   } catch {
-    // An uid without a passwd entry: the number alone names it.
+    // A uid without a passwd entry: the number alone names it.
   }
   return `user ${name} (uid ${uid}, gid ${gid})`;
 }
@@ -230,7 +230,7 @@ function changeOwner(path: string, account: Account, directory: boolean) {
           ? "is not a directory"
           : (error as Error).message;
     throw new PrivilegeError(
-      `cannot give ${path} to user ${account.user}: ${reason}; remove it ` +
+      `cannot give ${path} to user ${account.user}: ${reason}. Remove it ` +
         "or set data_directory to a directory of its own",
     );
   }
@@ -239,7 +239,7 @@ function changeOwner(path: string, account: Account, directory: boolean) {
     if (!directory && (!info.isFile() || info.nlink !== 1)) {
       throw new PrivilegeError(
         `cannot give ${path} to user ${account.user}: not a regular file ` +
-          "with a single link; remove it",
+          "with a single link. Remove it",
       );
     }
     if (info.uid !== account.uid || info.gid !== account.gid) {
@@ -427,8 +427,9 @@ export function requiredFiles(
 }
 
 /**
- * Opens each file for reading as the current user, so that a later
- * reload can read it. Throws PrivilegeError naming every file that fails.
+ * Opens each file for reading as the current user, who must be able to
+ * read them again after start-up. Throws PrivilegeError naming every file
+ * that fails.
  */
 export function checkReadable(files: RequiredFile[], user: string): void {
   const problems: string[] = [];

@@ -20,7 +20,10 @@ import { userInfo } from "node:os";
 import { dirname } from "node:path";
 import type { Config, PrivilegeConfig } from "./config/load.js";
 
-/** Time allowed for one getent lookup, which may ask LDAP or another NSS source. */
+/**
+ * Time allowed for one getent lookup, which NSS may send to a network
+ * source such as LDAP.
+ */
 const GETENT_TIMEOUT_MS = 10_000;
 
 export class PrivilegeError extends Error {}

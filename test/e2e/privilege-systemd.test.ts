@@ -15,11 +15,12 @@ test("systemd unit verifies cleanly", (context) => {
     encoding: "utf8",
     timeout: 60_000,
   });
-  if ((result.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT") {
+  const error: NodeJS.ErrnoException | undefined = result.error;
+  if (error?.code === "ENOENT") {
     context.skip("systemd-analyze not installed (Debian package systemd)");
     return;
   }
-  assert.equal(result.error, undefined);
+  assert.equal(error, undefined);
   assert.equal(result.stderr, "");
   assert.equal(result.stdout, "");
   assert.equal(result.status, 0);

@@ -269,6 +269,13 @@ describe("privilege switch", () => {
     assert.match(log, new RegExp(`fatal: user: user ${missing} not found`));
   });
 
+  test("invalid user name is rejected", async () => {
+    const warden = startUnprivileged(...baseArgs(), "-o", "user=post:warden");
+    const log = await expectStartupFailure(warden);
+    assert.match(log, /invalid configuration/);
+    assert.match(log, /invalid user or group "post:warden"/);
+  });
+
   test("missing group is a start-up error", async () => {
     const missing = "postwarden-missing-test-group";
     assert.equal(getent("group", missing), undefined);

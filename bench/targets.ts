@@ -17,6 +17,7 @@ import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PostfixInstance } from "../test/support/postfix.js";
+import { ROOT_OPTIONS } from "../test/support/postwarden.js";
 import { packageRoot } from "../src/native.js";
 import { childrenNamed } from "./proc.js";
 
@@ -323,6 +324,7 @@ export class BenchEnvironment {
         `data_directory=${directory}`,
         "-o",
         "log_destination=stderr",
+        ...ROOT_OPTIONS,
         ...limitArguments(postfix.configDirectory, spec.preQueueLimit),
         ...spec.args,
       ],

@@ -24,9 +24,14 @@ async function main(): Promise<boolean> {
   process.stdout.write(`Postfix config: ${postfix.configDirectory}\n`);
 
   const dataDirectory = mkdtempSync(join(tmpdir(), "postwarden-demo-"));
+  // postwarden starts as root, binds its port, then switches to the user
+  // postfix, which may write to the private/ pass socket.
   const warden = PostwardenProcess.start({
     dataDirectory,
+    asRoot: false,
     args: [
+      "-o",
+      "user=postfix",
       "--config",
       "/dev/null",
       "--listen",

@@ -7,16 +7,16 @@ import { accessSync, constants, statSync } from "node:fs";
 import { ConfigError, loadConfig, type Config } from "./config/load.js";
 import type { Setting } from "./config/syntax.js";
 import { AddonLoadError, loadAddon } from "./native.js";
-import type { DaemonLogger } from "./log/logger.js";
+import type { DaemonLogger, Logger } from "./log/logger.js";
 import { createLogger } from "./log/create.js";
 import {
   readPostfixSettings,
   type PostfixSettings,
 } from "./postfix/postconf.js";
 import { parseNetworkList } from "./access/network.js";
-import { currentUser } from "./check/access.js";
+import { currentUser, type FileUser } from "./check/access.js";
 import { checkPostfixSide } from "./check/postfix-side.js";
-import { formatProblem } from "./check/problem.js";
+import { formatProblem, type Problem } from "./check/problem.js";
 import { checkTableAccess } from "./check/tables.js";
 import { importPostfix } from "./postfix/import.js";
 import { PostconfError } from "./postfix/postconf-values.js";
@@ -24,6 +24,16 @@ import { readSnapshot } from "./postfix/snapshot.js";
 import { Server } from "./server.js";
 import { openMetrics } from "./metrics/http.js";
 import { Reloader, type LoadedConfig } from "./reload.js";
+import {
+  checkReadable,
+  planPrivileges,
+  prepareDataDirectory,
+  PrivilegeError,
+  requiredFiles,
+  resolveAccount,
+  switchAccount,
+  type Account,
+} from "./privilege.js";
 import {
   CacheCliError,
   deleteCommand,
@@ -207,7 +217,8 @@ async function run(options: CommonOptions): Promise<void> {
   const addon = loadAddon();
   for (const warning of warnings) logger.warning(warning);
 
-  for (const problem of passSocketProblems(config)) logger.warning(problem);
+  const plan = planPrivileges(config.privilege);
+  const user = plan.account.user;
   const metrics = await openMetrics(config.metricsListen, logger);
   const server = new Server(
     config,
@@ -221,7 +232,7 @@ async function run(options: CommonOptions): Promise<void> {
     server,
     async () => {
       const loaded = await readDaemonConfig(options, config.listen);
-      loaded.warnings.push(...passSocketProblems(loaded.config));
+      loaded.warnings.push(...passSocketProblems(loaded.config, user));
       return loaded;
     },
     logger,
@@ -246,6 +257,17 @@ async function run(options: CommonOptions): Promise<void> {
     if (!stopping) reloader.request();
   });
 
+  bindListeners(server, plan.account);
+  const files = requiredFiles(options.config, config);
+  if (plan.action === "switch") {
+    prepareDataDirectory(config, plan.account);
+    switchAccount(plan.account);
+  }
+  logAccount(logger, plan.account, plan.action === "switch");
+  checkReadable(files, user);
+  for (const problem of passSocketProblems(config, user)) {
+    logger.warning(problem);
+  }
   server.start();
   await server.startPolicyService();
   for (const note of config.notes) logger.info(`note: ${note}`);
@@ -256,22 +278,58 @@ async function run(options: CommonOptions): Promise<void> {
 }
 
 /**
- * Checks that the pass sockets (the default and each class's) can be used,
- * at startup and on reload; returns a warning for each that cannot,
- * because every client sent there would then get a 421 and the hand-off
- * warnings name only the service. Postfix may start later, so this does
- * not stop postwarden.
+ * Binds the listeners. A bind refused to a process that is not root gets
+ * a hint, because ports below 1024 need root or CAP_NET_BIND_SERVICE.
  */
-function passSocketProblems(config: Config): string[] {
+function bindListeners(server: Server, account: Account): void {
+  try {
+    server.bind();
+  } catch (error) {
+    const { code, syscall } = error as NodeJS.ErrnoException;
+    if (code !== "EACCES" || syscall !== "bind" || process.getuid?.() === 0) {
+      throw error;
+    }
+    throw new PrivilegeError(
+      `${(error as Error).message}. Ports below 1024 need root: start ` +
+        `postwarden as root, and it switches to user ${account.user} ` +
+        "once the listeners are bound, or give it CAP_NET_BIND_SERVICE",
+    );
+  }
+}
+
+function logAccount(logger: Logger, account: Account, switched: boolean): void {
+  const text =
+    `user ${account.user} (uid ${account.uid}), group ${account.group} ` +
+    `(gid ${account.gid}), groups ${account.groups.join(" ")}`;
+  if (account.uid === 0) {
+    logger.warning(
+      `running as root because allow_root = yes: a flaw in postwarden ` +
+        "would give a remote attacker root",
+    );
+  } else if (switched) {
+    logger.info(`switched to ${text}; setuid(0) is denied`);
+  } else {
+    logger.info(`running as ${text}`);
+  }
+}
+
+/**
+ * Checks that the pass sockets (the default and each class's) can be used
+ * by `user`, at startup (after any switch of user) and on reload; returns
+ * a warning for each that cannot, because every client sent there would
+ * then get a 421 and the hand-off warnings name only the service. Postfix
+ * may start later, so this does not stop postwarden.
+ */
+function passSocketProblems(config: Config, user: string): string[] {
   const paths = [
     config.smtpdPassSocket,
     ...Object.values(config.passClasses).map((service) => service.path),
   ];
-  return paths.flatMap((path) => checkPassSocket(path) ?? []);
+  return paths.flatMap((path) => checkPassSocket(path, user) ?? []);
 }
 
-/** Returns why smtpd's pass socket at `path` cannot be used, if it cannot. */
-function checkPassSocket(path: string): string | undefined {
+/** Returns why `user` cannot use smtpd's pass socket at `path`, if so. */
+function checkPassSocket(path: string, user: string): string | undefined {
   let problem: string | undefined;
   try {
     if (!statSync(path).isSocket()) problem = "not a socket";
@@ -282,7 +340,9 @@ function checkPassSocket(path: string): string | undefined {
       code === "ENOENT"
         ? "not found (is Postfix running, with a pass service of that name, and is queue_directory right?)"
         : code === "EACCES"
-          ? "permission denied (run postwarden as root or as Postfix's mail_owner)"
+          ? `permission denied for user ${user}: add it to ` +
+            "group postdrop for a public/ pass service, or run as user " +
+            "postfix for a private/ one"
           : (error as Error).message;
   }
   if (problem === undefined) return undefined;
@@ -309,7 +369,6 @@ function reportDroppedLines(logger: DaemonLogger, destination: string): void {
  * sets exit status 1 when there is any.
  */
 async function check(options: CommonOptions): Promise<void> {
-  const user = currentUser();
   let config: Config;
   try {
     const loaded = await readConfigWithPostfix(options);
@@ -333,7 +392,9 @@ async function check(options: CommonOptions): Promise<void> {
   );
   process.stdout.write(lines.join("\n") + "\n");
 
+  const { user, problems: userProblems } = runningUser(config, options.config);
   const problems = [
+    ...userProblems,
     ...checkTableAccess(config, user),
     ...(await checkPostfixSide(config, options.config, user)),
   ];
@@ -346,6 +407,30 @@ async function check(options: CommonOptions): Promise<void> {
       : `postwarden: check failed: ${problems.length} problem(s)\n`,
   );
   process.exitCode = problems.length === 0 ? 0 : 1;
+}
+
+/**
+ * Returns the user that `run` would screen clients as: the configured
+ * user when this process is root (which switches to it), this process's
+ * user otherwise. A configured user that does not exist is a problem, and
+ * the checks then go on as this process's user.
+ */
+function runningUser(
+  config: Config,
+  configFile: string,
+): { user: FileUser; problems: Problem[] } {
+  if (process.getuid?.() !== 0) return { user: currentUser(), problems: [] };
+  try {
+    const account = resolveAccount(config.privilege);
+    const user = { name: account.user, uid: account.uid, gids: account.groups };
+    return { user, problems: [] };
+  } catch (error) {
+    if (!(error instanceof PrivilegeError)) throw error;
+    return {
+      user: currentUser(),
+      problems: [{ file: configFile, line: 0, reason: error.message }],
+    };
+  }
 }
 
 /** Prints a postwarden configuration for the Postfix in `directory`. */
@@ -364,7 +449,8 @@ function fail(error: unknown): never {
   } else if (
     error instanceof AddonLoadError ||
     error instanceof CacheCliError ||
-    error instanceof PostconfError
+    error instanceof PostconfError ||
+    error instanceof PrivilegeError
   ) {
     process.stderr.write(`postwarden: fatal: ${error.message}\n`);
   } else {

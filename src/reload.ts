@@ -39,6 +39,10 @@ export const RESTART_PARAMETERS: readonly string[] = [
   "infrastructure_allowlist_domains",
   "infrastructure_allowlist_refresh",
   "infrastructure_allowlist_timeout",
+  "user",
+  "group",
+  "supplementary_groups",
+  "allow_root",
 ];
 
 /** A configuration as read at startup or on reload. */
@@ -76,6 +80,7 @@ export function keepRunningValues(running: Config, next: Config): void {
   next.metricsListen = running.metricsListen;
   next.greylist = running.greylist;
   next.infrastructureAllowlist = running.infrastructureAllowlist;
+  next.privilege = running.privilege;
   const runningCache = running.cache.settings;
   const nextCache = next.cache.settings;
   if (runningCache === undefined || nextCache === undefined) {

@@ -30,8 +30,8 @@ export class Server {
   private readonly listeners: NativeListener[] = [];
   private readonly sessions = new Set<Session>();
   private readonly acceptWarning: RateLimitedWarning;
-  private readonly cache: VerdictCache | undefined;
-  private readonly greylist: GreylistService | undefined;
+  private cache: VerdictCache | undefined;
+  private greylist: GreylistService | undefined;
   private readonly infrastructure: InfrastructureAllowlist | undefined;
   private readonly counts = new ClientCounts();
   private readonly load: Load;
@@ -56,10 +56,6 @@ export class Server {
       config.limits.clientConnectionRateTimeUnitMs,
     );
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
-    if (config.cache.settings !== undefined) {
-      this.cache = VerdictCache.open(config.cache.settings, logger, metrics);
-    }
-    this.greylist = GreylistService.create(config, this.cache, logger);
     if (config.infrastructureAllowlist.domains.length > 0) {
       this.infrastructure = InfrastructureAllowlist.withServers(
         config.infrastructureAllowlist,
@@ -133,8 +129,12 @@ export class Server {
     return this.sessions.size;
   }
 
-  /** Binds every listen address; throws on the first that fails. */
-  start(): void {
+  /**
+   * Binds every listen address without accepting yet, so that start-up
+   * can switch user in between; throws on the first that fails.
+   */
+  bind(): void {
+    if (this.listeners.length > 0) return;
     try {
       for (const { host, port, proxy } of this.current.config.listen) {
         let listener: NativeListener | undefined = undefined;
@@ -184,6 +184,24 @@ export class Server {
       this.closeListeners();
       throw error;
     }
+  }
+
+  /**
+   * Binds if bind() has not, opens the verdict cache and the greylist
+   * store, and starts accepting. The stores open here, after any switch of
+   * user, so that their files belong to the user that writes them.
+   */
+  start(): void {
+    this.bind();
+    const config = this.current.config;
+    if (config.cache.settings !== undefined) {
+      this.cache = VerdictCache.open(
+        config.cache.settings,
+        this.logger,
+        this.metrics,
+      );
+    }
+    this.greylist = GreylistService.create(config, this.cache, this.logger);
     for (const listener of this.listeners) listener.start();
     this.metrics.attachState(
       daemonState(

@@ -16,9 +16,9 @@ export interface FileUser {
 }
 
 /**
- * The user running this process.
- * TODO: check as the configured run-time user once postwarden has a
- * `user` setting, because root passes every permission check.
+ * The user running this process. As root, `postwarden check` judges files
+ * as the configured run-time user instead, because root passes every
+ * permission check.
  */
 export function currentUser(): FileUser {
   const uid = process.getuid?.() ?? 0;

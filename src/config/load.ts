@@ -129,6 +129,18 @@ export interface CacheConfig {
   cleanupIntervalMs: number;
 }
 
+/** The account the daemon switches to after binding its listeners. */
+export interface PrivilegeConfig {
+  /** User name or numeric uid. */
+  user: string;
+  /** Group name or numeric gid; empty means the user's primary group. */
+  group: string;
+  /** Groups added to those the group database lists for the user. */
+  supplementaryGroups: string[];
+  /** Allows running as root, when `user` is root. */
+  allowRoot: boolean;
+}
+
 export interface Config {
   listen: ListenAddress[];
   myhostname: string;
@@ -166,6 +178,7 @@ export interface Config {
   notes: string[];
   /** Every parameter's value after $name expansion, for `check`. */
   parameters: Record<string, string>;
+  privilege: PrivilegeConfig;
   queueDirectory: string;
   /** Path of smtpd's pass socket. */
   smtpdPassSocket: string;
@@ -510,6 +523,14 @@ export function buildConfig(
     stress: options.stress === true,
     notes: [],
     parameters: Object.fromEntries(values),
+    privilege: {
+      user: check("user", checkAccountName),
+      group: get("group") === "" ? "" : check("group", checkAccountName),
+      supplementaryGroups: check("supplementary_groups", (value) =>
+        splitList(value).map(checkAccountName),
+      ),
+      allowRoot: check("allow_root", parseBoolean),
+    },
     queueDirectory: check("queue_directory", requireAbsolute),
     smtpdPassSocket: "",
     smtpdServiceLabel: "",
@@ -755,6 +776,22 @@ function checkTime(spec: ParameterSpec, value: string): number {
     );
   }
   return ms;
+}
+
+/**
+ * Checks a user or group name, or a numeric id. Names use the POSIX
+ * portable characters (letters, digits, ".", "_", "-"), do not start with
+ * "-" or a digit, and may end in "$" as Samba machine accounts do.
+ */
+function checkAccountName(value: string): string {
+  const name = value.trim();
+  if (!/^(?:[A-Za-z_][A-Za-z0-9_.-]*\$?|\d+)$/.test(name)) {
+    throw new Error(
+      `invalid user or group "${value}": expected a name such as ` +
+        '"postwarden" or a numeric id',
+    );
+  }
+  return name;
 }
 
 function requireAbsolute(value: string): string {

@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import { packageRoot } from "../../src/native.js";
 import { connectProblem } from "../../src/check/access.js";
 import { PostfixInstance } from "../support/postfix.js";
+import { ROOT_OPTIONS } from "../support/postwarden.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 
 requireRootAndPostfix();
@@ -60,6 +61,8 @@ async function check(
     postfix.queueDirectory,
     "--postfix-config-directory",
     postfix.configDirectory,
+    // As root, check judges files and sockets as the configured user.
+    ...ROOT_OPTIONS,
     ...extra,
   ];
   let output: { code: number; stdout: string; stderr: string };
@@ -111,6 +114,17 @@ describe("postwarden check", () => {
     assert.equal(result.code, 0);
     assert.match(result.summary, /^check passed/);
     assert.match(result.stdout, /^smtpd_pass_socket = $/m);
+  });
+
+  test("run-time user that does not exist", async () => {
+    const postfix = await startPostfix();
+    const result = await check(postfix, "-o", "user=postwarden-no-such-user");
+    assert.equal(result.code, 1);
+    assert.equal(result.problems.length, 1, result.problems.join("\n"));
+    assert.match(
+      result.problems[0] ?? "",
+      /^\/dev\/null: user: user postwarden-no-such-user not found/,
+    );
   });
 
   test("missing pass service", async () => {

@@ -9,7 +9,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { packageRoot } from "../../src/native.js";
 import { PostfixInstance } from "../support/postfix.js";
-import { PostwardenProcess } from "../support/postwarden.js";
+import { PostwardenProcess, ROOT_OPTIONS } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 import { buildConfig } from "../../src/config/load.js";
@@ -166,6 +166,7 @@ describe("check command", () => {
         postfix.queueDirectory,
         "--postfix-config-directory",
         postfix.configDirectory,
+        ...ROOT_OPTIONS,
       ],
       {
         timeout: 20_000,
@@ -195,6 +196,7 @@ describe("check command", () => {
         postfix.queueDirectory,
         "--postfix-config-directory",
         postfix.configDirectory,
+        ...ROOT_OPTIONS,
       ],
       { timeout: 20_000 },
     );

@@ -23,7 +23,16 @@ export interface RunOptions {
   dataDirectory?: string;
   /** log_destination; "stderr" unless given. */
   logDestination?: "stderr" | "json" | "syslog";
+  /**
+   * Keeps postwarden running as root (`-o user=root -o allow_root=yes`,
+   * before `args`), which is the default: table files that tests write to
+   * their own temporary directories are readable by root only.
+   */
+  asRoot?: boolean;
 }
+
+/** Options that let postwarden keep running as root. */
+export const ROOT_OPTIONS = ["-o", "user=root", "-o", "allow_root=yes"];
 
 function shellQuote(arg: string): string {
   return `'${arg.replace(/'/g, "'\\''")}'`;
@@ -65,6 +74,7 @@ export class PostwardenProcess {
       `data_directory=${dataDirectory}`,
       "-o",
       `log_destination=${options.logDestination ?? "stderr"}`,
+      ...(options.asRoot === false ? [] : ROOT_OPTIONS),
       ...options.args,
     ]
       .map(shellQuote)

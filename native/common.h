@@ -34,6 +34,15 @@ struct AddonData {
 
 AddonData* GetAddonData(Napi::Env env);
 
+// Connects a non-blocking stream socket to a UNIX-domain path and returns
+// it. Throws a system error whose syscall is "socket" or "connect".
+int ConnectUnixPath(Napi::Env env, const std::string& path);
+
+// Sends one 0x00 byte carrying `fd` as SCM_RIGHTS on `channel`, the first
+// message of Postfix's pass protocol. Returns 0, or the errno value of a
+// failed sendmsg() (EAGAIN or ETOOMANYREFS mean: retry when writable).
+int SendDescriptor(int channel, int fd);
+
 // Calls `callback` from a libuv callback: opens a handle scope, runs it as a
 // top-level call with an async context (so microtasks run afterwards), and
 // turns a JavaScript exception into an uncaught exception.

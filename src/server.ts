@@ -8,6 +8,7 @@ import { RateLimitedWarning, type Logger } from "./log/logger.js";
 import { formatEndpoint } from "./log/format.js";
 import type { AddressFamilies } from "./postfix/postconf.js";
 import { Session } from "./screen/session.js";
+import { prepareHandoffs } from "./handoff/pass.js";
 import { DnsClient } from "./dnsbl/resolver.js";
 import { DnsblHealth } from "./dnsbl/health.js";
 import { DnsblChecker } from "./dnsbl/checker.js";
@@ -84,6 +85,7 @@ export class Server {
 
   /** Binds every listen address; throws on the first that fails. */
   start(): void {
+    prepareHandoffs(this.addon);
     try {
       for (const { host, port, proxy } of this.config.listen) {
         let listener: NativeListener | undefined = undefined;

@@ -3,18 +3,24 @@
 // PASS OLD, and RSS per connection held in the greet wait. It measures the
 // same way as bench/run.ts but writes no report, so a change can be judged
 // in a few minutes. postwarden's log goes to /dev/null here.
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { summarizeProfile } from "./profile.js";
 import { LoadClient, loopbackAddresses } from "./load.js";
 import { MICROS_PER_TICK, memory, processCpuSplit } from "./proc.js";
 import { BenchEnvironment, type Target } from "./targets.js";
 
 const USAGE =
-  "usage: quick.js [--sessions N] [--rounds N] [--hold K] [--no-rate]";
+  "usage: quick.js [--sessions N] [--rounds N] [--hold K] [--no-rate] " +
+  "[--profile DIRECTORY]";
 
 interface Options {
   sessions: number;
   rounds: number;
   hold: number;
   rate: boolean;
+  /** Where node --cpu-prof writes the rate targets' profiles, if set. */
+  profileDirectory: string | undefined;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -23,11 +29,16 @@ function parseOptions(argv: string[]): Options {
     rounds: 3,
     hold: 2000,
     rate: true,
+    profileDirectory: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--no-rate") {
       options.rate = false;
+      continue;
+    }
+    if (arg === "--profile") {
+      options.profileDirectory = argv[++i];
       continue;
     }
     const value = Number(argv[++i]);
@@ -64,6 +75,10 @@ async function main(): Promise<void> {
       concurrency,
       sources,
     });
+  const nodeArgs =
+    options.profileDirectory === undefined
+      ? []
+      : ["--cpu-prof", `--cpu-prof-dir=${options.profileDirectory}`];
   try {
     await env.start([
       {
@@ -72,6 +87,7 @@ async function main(): Promise<void> {
         logToFile: false,
         args: [],
         preQueueLimit: 5000,
+        nodeArgs,
       },
       {
         id: "pw-old",
@@ -79,6 +95,7 @@ async function main(): Promise<void> {
         logToFile: false,
         args: ["-o", "access_list=", "--greet-wait", "1s"],
         preQueueLimit: 5000,
+        nodeArgs,
       },
       {
         id: "pw-hold",
@@ -86,6 +103,7 @@ async function main(): Promise<void> {
         logToFile: false,
         args: ["-o", "access_list=", "--greet-wait", "60s"],
         preQueueLimit: 20_000,
+        nodeArgs: (process.env.HOLD_NODE_ARGS ?? "").split(" ").filter(Boolean),
       },
     ]);
     if (options.rate) {
@@ -148,6 +166,25 @@ async function main(): Promise<void> {
   } finally {
     load.stop();
     await env.stop();
+  }
+  if (options.profileDirectory !== undefined) {
+    printProfiles(options.profileDirectory);
+  }
+}
+
+/** Prints the functions with the most self time in each profile. */
+function printProfiles(directory: string): void {
+  for (const name of readdirSync(directory)) {
+    if (!name.endsWith(".cpuprofile")) continue;
+    const summary = summarizeProfile(join(directory, name), 0, 0, 30);
+    console.log(`${name}: ${summary.busyMs.toFixed(0)} ms busy`);
+    for (const entry of summary.top) {
+      console.log(
+        `  ${entry.selfMs.toFixed(0).padStart(6)} ms ` +
+          `${(entry.share * 100).toFixed(1).padStart(5)}% ` +
+          `${entry.name} ${entry.location}`,
+      );
+    }
   }
 }
 

@@ -7,7 +7,8 @@ import type { Addon, ListenerError, NativeListener } from "./native.js";
 import { RateLimitedWarning, type Logger } from "./log/logger.js";
 import { formatEndpoint } from "./log/format.js";
 import type { AddressFamilies } from "./postfix/postconf.js";
-import { Session } from "./screen/session.js";
+import { Session, type SessionContext } from "./screen/session.js";
+import { DeadlineQueue } from "./screen/deadline-queue.js";
 import { prepareHandoffs } from "./handoff/pass.js";
 import { DnsClient } from "./dnsbl/resolver.js";
 import { DnsblHealth } from "./dnsbl/health.js";
@@ -39,6 +40,9 @@ export class Server {
   private readonly watchdog: Watchdog;
   private cleanupTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** What every session shares, so that a connection allocates none of it. */
+  private readonly context: SessionContext;
+  private readonly stressContext: SessionContext;
 
   constructor(
     private readonly config: Config,
@@ -54,6 +58,9 @@ export class Server {
       config.limits.clientConnectionRateTimeUnitMs,
     );
     this.acceptWarning = new RateLimitedWarning(logger, 10_000);
+    const onEnded = (ended: Session): void => {
+      this.sessions.delete(ended);
+    };
     if (config.cache.settings !== undefined) {
       this.cache = VerdictCache.open(config.cache.settings, logger);
     }
@@ -73,6 +80,20 @@ export class Server {
         this.dnsblHealth,
       );
     }
+    const shared = {
+      addon,
+      logger,
+      families,
+      dnsbl: this.dnsbl,
+      cache: this.cache,
+      counts: this.counts,
+      rates: this.rates,
+      load: this.load,
+      greetWaits: new DeadlineQueue(),
+      onEnded,
+    };
+    this.context = { ...shared, config };
+    this.stressContext = { ...shared, config: stressConfig };
   }
 
   /** Completes when the first DNS list health checks have run. */
@@ -99,18 +120,7 @@ export class Server {
           ACCEPT_LIMIT,
           (socket, clientAddress, clientPort, serverAddress, serverPort) => {
             const session = new Session(
-              {
-                config: this.load.stress ? this.stressConfig : this.config,
-                addon: this.addon,
-                logger: this.logger,
-                families: this.families,
-                dnsbl: this.dnsbl,
-                cache: this.cache,
-                counts: this.counts,
-                rates: this.rates,
-                load: this.load,
-                onEnded: (ended) => this.sessions.delete(ended),
-              },
+              this.load.stress ? this.stressContext : this.context,
               socket,
               { address: clientAddress, port: clientPort },
               { address: serverAddress, port: serverPort },

@@ -71,6 +71,26 @@ void CallFromLoop(Napi::Env env, const Napi::Function& callback,
   }
 }
 
+LoopCallbackScope::LoopCallbackScope(Napi::Env env) : env_(env) {
+  AddonData* data = GetAddonData(env);
+  napi_open_callback_scope(env, data->asyncResource.Value(), data->asyncContext,
+                           &scope_);
+}
+
+LoopCallbackScope::~LoopCallbackScope() {
+  if (scope_ != nullptr) napi_close_callback_scope(env_, scope_);
+}
+
+void CallInScope(Napi::Env env, const Napi::Function& callback,
+                 const Napi::Object& receiver,
+                 const std::initializer_list<napi_value>& args) {
+  try {
+    callback.Call(receiver, args);
+  } catch (const Napi::Error& error) {
+    napi_fatal_exception(env, error.Value());
+  }
+}
+
 int ConnectUnixPath(Napi::Env env, const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

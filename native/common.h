@@ -50,4 +50,25 @@ void CallFromLoop(Napi::Env env, const Napi::Function& callback,
                   const Napi::Object& receiver,
                   const std::initializer_list<napi_value>& args);
 
+// Opens a callback scope for several calls into JavaScript from one libuv
+// callback, so that microtasks and process.nextTick callbacks run once when
+// the scope closes, not after every call. Use CallInScope() inside it.
+class LoopCallbackScope {
+ public:
+  explicit LoopCallbackScope(Napi::Env env);
+  ~LoopCallbackScope();
+  LoopCallbackScope(const LoopCallbackScope&) = delete;
+  LoopCallbackScope& operator=(const LoopCallbackScope&) = delete;
+
+ private:
+  napi_env env_;
+  napi_callback_scope scope_ = nullptr;
+};
+
+// Calls `callback` inside a LoopCallbackScope and turns a JavaScript
+// exception into an uncaught exception, as CallFromLoop() does.
+void CallInScope(Napi::Env env, const Napi::Function& callback,
+                 const Napi::Object& receiver,
+                 const std::initializer_list<napi_value>& args);
+
 }  // namespace postwarden

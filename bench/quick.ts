@@ -2,7 +2,9 @@
 // postwarden against postscreen on quit sessions at C=100, allowlisted and
 // PASS OLD, and RSS per connection held in the greet wait. It measures the
 // same way as bench/run.ts but writes no report, so a change can be judged
-// in a few minutes. postwarden's log goes to /dev/null here.
+// in a few minutes. postwarden's log goes to /dev/null here. Options for
+// node itself, such as --max-semi-space-size=1, go in the environment
+// variable POSTWARDEN_NODE_ARGS (separated by spaces).
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { summarizeProfile } from "./profile.js";
@@ -75,10 +77,17 @@ async function main(): Promise<void> {
       concurrency,
       sources,
     });
+  const extraArgs = (process.env.POSTWARDEN_NODE_ARGS ?? "")
+    .split(" ")
+    .filter((arg) => arg !== "");
   const nodeArgs =
     options.profileDirectory === undefined
-      ? []
-      : ["--cpu-prof", `--cpu-prof-dir=${options.profileDirectory}`];
+      ? extraArgs
+      : [
+          ...extraArgs,
+          "--cpu-prof",
+          `--cpu-prof-dir=${options.profileDirectory}`,
+        ];
   try {
     await env.start([
       {
@@ -103,7 +112,7 @@ async function main(): Promise<void> {
         logToFile: false,
         args: ["-o", "access_list=", "--greet-wait", "60s"],
         preQueueLimit: 20_000,
-        nodeArgs: (process.env.HOLD_NODE_ARGS ?? "").split(" ").filter(Boolean),
+        nodeArgs: extraArgs,
       },
     ]);
     if (options.rate) {

@@ -33,6 +33,12 @@ export class DeadlineQueue {
   private timer: NodeJS.Timeout | undefined;
   /** When the timer fires, in performance.now() ms; 0 when not armed. */
   private timerAt = 0;
+  private count = 0;
+
+  /** Number of entries queued. */
+  get size(): number {
+    return this.count;
+  }
 
   /** Calls entry.onDeadline() after `delayMs`; the entry must not be queued. */
   add(entry: DeadlineEntry, delayMs: number): void {
@@ -51,6 +57,7 @@ export class DeadlineQueue {
       list.tail.deadlineNext = entry;
     }
     list.tail = entry;
+    this.count++;
     if (this.timerAt === 0 || entry.deadlineAt < this.timerAt) {
       this.arm(entry.deadlineAt);
     }
@@ -73,11 +80,14 @@ export class DeadlineQueue {
     entry.deadlineList = undefined;
     entry.deadlinePrevious = undefined;
     entry.deadlineNext = undefined;
-    // The timer stays armed: when it fires early, it re-arms for the head.
+    this.count--;
+    // An empty queue stops its timer, so that it keeps no process alive.
+    // Otherwise the timer stays armed and re-arms for the head when it
+    // fires early.
+    if (this.count === 0) this.stop();
   }
 
-  /** Stops the timer; queued entries stay queued and never expire. */
-  stop(): void {
+  private stop(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = 0;

@@ -9,6 +9,17 @@ import { fileURLToPath } from "node:url";
 
 export type SessionKind = "quit" | "msg";
 
+/** Lists `count` loopback addresses 127.a.B.C, with C from 1 to 254 and B from 0 up. */
+export function loopbackAddresses(a: number, count: number): string[] {
+  const result: string[] = [];
+  for (let b = 0; result.length < count; b++) {
+    for (let c = 1; c <= 254 && result.length < count; c++) {
+      result.push(`127.${a}.${b}.${c}`);
+    }
+  }
+  return result;
+}
+
 export interface SessionsJob {
   type: "sessions";
   port: number;

@@ -16,7 +16,7 @@ import {
 import { cpus, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { packageRoot } from "../src/native.js";
-import { LoadClient, type SessionKind } from "./load.js";
+import { LoadClient, loopbackAddresses, type SessionKind } from "./load.js";
 import {
   MICROS_PER_TICK,
   machineBusyTicks,
@@ -136,17 +136,6 @@ const POSTWARDENS: PostwardenSpec[] = [
     preQueueLimit: 20_000,
   },
 ];
-
-/** Lists `count` loopback addresses 127.a.B.C, with C from 1 to 254 and B from 0 up. */
-function loopbackAddresses(a: number, count: number): string[] {
-  const result: string[] = [];
-  for (let b = 0; result.length < count; b++) {
-    for (let c = 1; c <= 254 && result.length < count; c++) {
-      result.push(`127.${a}.${b}.${c}`);
-    }
-  }
-  return result;
-}
 
 /** Hands out loopback addresses never used before in this run. */
 class FreshAddresses {

@@ -1,7 +1,8 @@
 // Module entry: shared helpers and the free functions (connecting to a
 // UNIX-domain socket, socket pairs for tests). The classes live in
-// socket.cc and listener.cc.
+// socket.cc, listener.cc and handoffs.cc.
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "handoffs.h"
 #include "listener.h"
 #include "socket.h"
 
@@ -69,6 +71,65 @@ void CallFromLoop(Napi::Env env, const Napi::Function& callback,
   }
 }
 
+LoopCallbackScope::LoopCallbackScope(Napi::Env env) : env_(env) {
+  AddonData* data = GetAddonData(env);
+  napi_open_callback_scope(env, data->asyncResource.Value(), data->asyncContext,
+                           &scope_);
+}
+
+LoopCallbackScope::~LoopCallbackScope() {
+  if (scope_ != nullptr) napi_close_callback_scope(env_, scope_);
+}
+
+void CallInScope(Napi::Env env, const Napi::Function& callback,
+                 const Napi::Object& receiver,
+                 const std::initializer_list<napi_value>& args) {
+  try {
+    callback.Call(receiver, args);
+  } catch (const Napi::Error& error) {
+    napi_fatal_exception(env, error.Value());
+  }
+}
+
+int ConnectUnixPath(Napi::Env env, const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    throw SystemError(env, ENAMETOOLONG, "connect", path);
+  }
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw SystemError(env, errno, "socket");
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    int err = errno;
+    close(fd);
+    throw SystemError(env, err, "connect", path);
+  }
+  return fd;
+}
+
+int SendDescriptor(int channel, int fd) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  memset(control, 0, sizeof(control));
+  msghdr message{};
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof(control);
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(header), &fd, sizeof(int));
+  ssize_t n;
+  do {
+    n = sendmsg(channel, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? errno : 0;
+}
+
 namespace {
 
 // connectUnix(path): connects a non-blocking stream socket to a UNIX-domain
@@ -77,21 +138,7 @@ namespace {
 Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    throw SystemError(env, ENAMETOOLONG, "connect", path);
-  }
-  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw SystemError(env, errno, "socket");
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
-    int err = errno;
-    close(fd);
-    throw SystemError(env, err, "connect", path);
-  }
-  return Socket::Wrap(env, fd);
+  return Socket::Wrap(env, ConnectUnixPath(env, path));
 }
 
 // socketPair(): two connected UNIX-domain stream sockets, for tests and
@@ -129,6 +176,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->socketConstructor = Napi::Persistent(socketClass);
   exports.Set("Socket", socketClass);
   exports.Set("Listener", Listener::Init(env));
+  exports.Set("Handoffs", Handoffs::Init(env));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair));
   return exports;

@@ -55,7 +55,37 @@ export type ConnectionCallback = (
 /** An accept() error; `paused` means the listener needs start() again. */
 export type ListenerError = NodeJS.ErrnoException & { paused: boolean };
 
+/**
+ * Hand-offs to smtpd done in the addon, with their channels in one epoll
+ * set. Results are written into the Float64Array given at construction,
+ * four numbers each (id, kind, errno, descriptor sent as 0 or 1), and
+ * announced with onEvents(count).
+ */
+export interface NativeHandoffs {
+  /**
+   * Connects to the pass socket, sends the descriptor and the attributes.
+   * Returns the id, negated while the rest waits for a writable channel.
+   * Throws with syscall "socket" or "connect" when connecting failed.
+   */
+  pass(
+    this: void,
+    clientFd: number,
+    path: string,
+    attributes: Buffer,
+    sendTimeoutMs: number,
+    closeTimeoutMs: number,
+  ): number;
+  /** Closes a hand-off's channel without a result; false if none. */
+  finish(this: void, id: number): boolean;
+  /** Closes every channel. */
+  close(this: void): void;
+}
+
 export interface Addon {
+  Handoffs: new (
+    events: Float64Array,
+    onEvents: (count: number) => void,
+  ) => NativeHandoffs;
   Listener: new (
     host: string,
     port: number,

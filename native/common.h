@@ -34,11 +34,41 @@ struct AddonData {
 
 AddonData* GetAddonData(Napi::Env env);
 
+// Connects a non-blocking stream socket to a UNIX-domain path and returns
+// it. Throws a system error whose syscall is "socket" or "connect".
+int ConnectUnixPath(Napi::Env env, const std::string& path);
+
+// Sends one 0x00 byte carrying `fd` as SCM_RIGHTS on `channel`, the first
+// message of Postfix's pass protocol. Returns 0, or the errno value of a
+// failed sendmsg() (EAGAIN or ETOOMANYREFS mean: retry when writable).
+int SendDescriptor(int channel, int fd);
+
 // Calls `callback` from a libuv callback: opens a handle scope, runs it as a
 // top-level call with an async context (so microtasks run afterwards), and
 // turns a JavaScript exception into an uncaught exception.
 void CallFromLoop(Napi::Env env, const Napi::Function& callback,
                   const Napi::Object& receiver,
                   const std::initializer_list<napi_value>& args);
+
+// Opens a callback scope for several calls into JavaScript from one libuv
+// callback, so that microtasks and process.nextTick callbacks run once when
+// the scope closes, not after every call. Use CallInScope() inside it.
+class LoopCallbackScope {
+ public:
+  explicit LoopCallbackScope(Napi::Env env);
+  ~LoopCallbackScope();
+  LoopCallbackScope(const LoopCallbackScope&) = delete;
+  LoopCallbackScope& operator=(const LoopCallbackScope&) = delete;
+
+ private:
+  napi_env env_;
+  napi_callback_scope scope_ = nullptr;
+};
+
+// Calls `callback` inside a LoopCallbackScope and turns a JavaScript
+// exception into an uncaught exception, as CallFromLoop() does.
+void CallInScope(Napi::Env env, const Napi::Function& callback,
+                 const Napi::Object& receiver,
+                 const std::initializer_list<napi_value>& args);
 
 }  // namespace postwarden

@@ -193,6 +193,9 @@ bool Listener::DropOnDescriptorExhaustion(int err) {
 
 void Listener::AcceptBatch() {
   Napi::Env env = Env();
+  // One scope for the batch: the promise jobs that each connection starts
+  // run once, after the last callback, instead of after every connection.
+  LoopCallbackScope callbackScope(env);
   for (int i = 0; i < acceptLimit_ && fd_ >= 0; i++) {
     sockaddr_storage client{};
     socklen_t clientLength = sizeof(client);
@@ -234,11 +237,11 @@ void Listener::AcceptBatch() {
     getsockname(fd, reinterpret_cast<sockaddr*>(&server), &serverLength);
     Napi::HandleScope scope(env);
     Napi::Object socket = Socket::Wrap(env, fd);
-    CallFromLoop(env, onConnection_.Value(), Value(),
-                 {socket, Napi::String::New(env, FormatAddress(client)),
-                  Napi::Number::New(env, AddressPort(client)),
-                  Napi::String::New(env, FormatAddress(server)),
-                  Napi::Number::New(env, AddressPort(server))});
+    CallInScope(env, onConnection_.Value(), Value(),
+                {socket, Napi::String::New(env, FormatAddress(client)),
+                 Napi::Number::New(env, AddressPort(client)),
+                 Napi::String::New(env, FormatAddress(server)),
+                 Napi::Number::New(env, AddressPort(server))});
     // The callback may have paused or closed this listener.
     if (!active_) return;
   }

@@ -236,31 +236,11 @@ Napi::Value Socket::SendFd(const Napi::CallbackInfo& info) {
   if (other->fd_ < 0)
     throw SystemError(env, EBADF, "sendmsg", "passed socket is closed");
 
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  memset(control, 0, sizeof(control));
-  msghdr message{};
-  message.msg_iov = &iov;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof(control);
-  cmsghdr* header = CMSG_FIRSTHDR(&message);
-  header->cmsg_level = SOL_SOCKET;
-  header->cmsg_type = SCM_RIGHTS;
-  header->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(header), &other->fd_, sizeof(int));
-
-  ssize_t n;
-  do {
-    n = sendmsg(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ETOOMANYREFS) {
-      return Napi::Boolean::New(env, false);
-    }
-    throw SystemError(env, errno, "sendmsg");
+  int err = SendDescriptor(fd_, other->fd_);
+  if (err == EAGAIN || err == EWOULDBLOCK || err == ETOOMANYREFS) {
+    return Napi::Boolean::New(env, false);
   }
+  if (err != 0) throw SystemError(env, err, "sendmsg");
   return Napi::Boolean::New(env, true);
 }
 

@@ -10,6 +10,7 @@ export type {
   Addon,
   NativeSocket,
   NativeListener,
+  NativeHandoffs,
   ListenerError,
 } from "../native/addon.js";
 

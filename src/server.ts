@@ -7,7 +7,9 @@ import type { Addon, ListenerError, NativeListener } from "./native.js";
 import { RateLimitedWarning, type Logger } from "./log/logger.js";
 import { formatEndpoint } from "./log/format.js";
 import type { AddressFamilies } from "./postfix/postconf.js";
-import { Session } from "./screen/session.js";
+import { Session, type SessionContext } from "./screen/session.js";
+import { DeadlineQueue } from "./screen/deadline-queue.js";
+import { prepareHandoffs } from "./handoff/pass.js";
 import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
 import { ConnectionRates, Load } from "./intake/load.js";
@@ -32,6 +34,13 @@ export class Server {
   private readonly acceptWarning: RateLimitedWarning;
   private cache: VerdictCache | undefined;
   private greylist: GreylistService | undefined;
+  /** The greet wait of every session under test, across reloads. */
+  private readonly greetWaits = new DeadlineQueue();
+  /**
+   * What every session shares, normal and under stress, so that a
+   * connection allocates none of it; built at start and on each reload.
+   */
+  private contexts: { normal: SessionContext; stress: SessionContext };
   private readonly infrastructure: InfrastructureAllowlist | undefined;
   private readonly counts = new ClientCounts();
   private readonly load: Load;
@@ -64,6 +73,7 @@ export class Server {
       );
       this.permitInfrastructure(this.current);
     }
+    this.contexts = this.buildContexts();
   }
 
   /** Makes a configuration's access lists permit the infrastructure first. */
@@ -78,7 +88,7 @@ export class Server {
     return this.current;
   }
 
-  /** Builds the pieces a configuration needs, with this server's logger and metrics. */
+  /** Builds a configuration's pieces with this server's logger and metrics. */
   newRuntime(
     config: Config,
     stressConfig: Config,
@@ -112,6 +122,7 @@ export class Server {
     this.permitInfrastructure(next);
     const previous = this.current;
     this.current = next;
+    this.contexts = this.buildContexts();
     previous.stop();
     this.load.setPreQueueLimit(limits.preQueueLimit);
     this.rates.setWindow(limits.clientConnectionRateTimeUnitMs);
@@ -149,22 +160,8 @@ export class Server {
           ACCEPT_LIMIT,
           (socket, clientAddress, clientPort, serverAddress, serverPort) => {
             this.metrics.connectionAccepted(label);
-            const runtime = this.current;
             const session = new Session(
-              {
-                config: runtime.configFor(this.load.stress),
-                addon: this.addon,
-                logger: this.logger,
-                families: runtime.families,
-                dnsbl: runtime.dnsbl,
-                cache: this.cache,
-                counts: this.counts,
-                rates: this.rates,
-                load: this.load,
-                metrics: this.metrics,
-                greylist: this.greylist?.greylist,
-                onEnded: (ended) => this.sessions.delete(ended),
-              },
+              this.load.stress ? this.contexts.stress : this.contexts.normal,
               socket,
               { address: clientAddress, port: clientPort },
               { address: serverAddress, port: serverPort },
@@ -202,6 +199,8 @@ export class Server {
       );
     }
     this.greylist = GreylistService.create(config, this.cache, this.logger);
+    this.contexts = this.buildContexts();
+    prepareHandoffs(this.addon);
     for (const listener of this.listeners) listener.start();
     this.metrics.attachState(
       daemonState(
@@ -225,6 +224,31 @@ export class Server {
    */
   refreshInfrastructureAllowlist(): Promise<void> {
     return this.infrastructure?.refresh() ?? Promise.resolve();
+  }
+
+  /** Builds the session contexts from the runtime in force. */
+  private buildContexts(): { normal: SessionContext; stress: SessionContext } {
+    const runtime = this.current;
+    const shared = {
+      addon: this.addon,
+      logger: this.logger,
+      families: runtime.families,
+      dnsbl: runtime.dnsbl,
+      cache: this.cache,
+      greylist: this.greylist?.greylist,
+      counts: this.counts,
+      rates: this.rates,
+      load: this.load,
+      metrics: this.metrics,
+      greetWaits: this.greetWaits,
+      onEnded: (ended: Session): void => {
+        this.sessions.delete(ended);
+      },
+    };
+    return {
+      normal: { ...shared, config: runtime.configFor(false) },
+      stress: { ...shared, config: runtime.configFor(true) },
+    };
   }
 
   /** Starts the policy service, if configured; throws when it cannot listen. */

@@ -1,19 +1,17 @@
-// Hands a client's descriptor to smtpd over Postfix's pass protocol. It
-// connects to the pass socket without blocking, and retries EAGAIN from a
-// full backlog until the connect deadline. It sends one 0x00 byte carrying
-// the descriptor, writes the attr0 attribute list, and waits for smtpd to
-// close the channel. smtpd sends no reply, so end of stream means only
+// Hands a client's descriptor to smtpd over Postfix's pass protocol. The
+// addon connects to the pass socket without blocking, sends one 0x00 byte
+// carrying the descriptor, writes the attr0 attribute list, and waits for
+// smtpd to close the channel, all in native code with one epoll set for
+// every channel. This side retries EAGAIN from a full backlog until the
+// connect deadline. smtpd sends no reply, so end of stream means only
 // "done", not "succeeded". Our copy of the client descriptor is then closed
 // with close() only, because shutdown() would end the session that smtpd
 // now owns. The one exception is a hand-off that smtpd did not take by the
 // deadline: its connection is shut down so that the client is not left
 // waiting.
-import {
-  READABLE,
-  WRITABLE,
-  type Addon,
-  type NativeSocket,
-} from "../native.js";
+import { constants } from "node:os";
+import { getSystemErrorName } from "node:util";
+import type { Addon, NativeHandoffs, NativeSocket } from "../native.js";
 
 export interface PassOptions {
   addon: Addon;
@@ -41,11 +39,79 @@ export interface PassCallbacks {
   onUnread(): void;
 }
 
-function timeoutError(syscall: string): NodeJS.ErrnoException {
-  const error: NodeJS.ErrnoException = new Error(`${syscall} timed out`);
-  error.code = "ETIMEDOUT";
+// Result kinds that the addon's Handoffs report (native/handoffs.cc).
+const SENT = 1;
+const SEND_FAILED = 2;
+const FINISHED = 3;
+const TIMED_OUT = 4;
+const UNREAD = 5;
+/** Numbers per result in the shared array: id, kind, errno, sent. */
+const EVENT_SLOTS = 4;
+/** Results per batch; the addon calls back again when more are ready. */
+const EVENT_CAPACITY = 256;
+
+const { ETIMEDOUT } = constants.errno;
+
+/** Builds an Error like the addon's from a positive errno value. */
+function systemError(errno: number, syscall: string): NodeJS.ErrnoException {
+  const code = getSystemErrorName(-errno);
+  const error: NodeJS.ErrnoException = new Error(
+    errno === ETIMEDOUT ? `${syscall} timed out` : `${syscall} ${code}`,
+  );
+  error.code = code;
+  error.errno = -errno;
   error.syscall = syscall;
   return error;
+}
+
+/** The addon's Handoffs object of one addon, and the hand-offs in flight. */
+class Dispatcher {
+  readonly native: NativeHandoffs;
+  readonly inFlight = new Map<number, Handoff>();
+  private readonly events = new Float64Array(EVENT_CAPACITY * EVENT_SLOTS);
+
+  constructor(addon: Addon) {
+    this.native = new addon.Handoffs(this.events, (count) =>
+      this.dispatch(count),
+    );
+  }
+
+  private dispatch(count: number): void {
+    const events = this.events;
+    for (let i = 0; i < count; i++) {
+      const base = i * EVENT_SLOTS;
+      const id = events[base] ?? 0;
+      const handoff = this.inFlight.get(id);
+      if (handoff === undefined) continue;
+      const kind = events[base + 1];
+      if (kind !== SENT) this.inFlight.delete(id);
+      handoff.onResult(
+        kind ?? 0,
+        events[base + 2] ?? 0,
+        events[base + 3] === 1,
+      );
+    }
+  }
+}
+
+const dispatchers = new WeakMap<Addon, Dispatcher>();
+
+/**
+ * Creates the addon's epoll set for hand-offs if it does not exist yet.
+ * The daemon calls this at startup, so that the descriptor it holds is
+ * open from the start and a failure to create it stops startup.
+ */
+export function prepareHandoffs(addon: Addon): void {
+  dispatcherFor(addon);
+}
+
+function dispatcherFor(addon: Addon): Dispatcher {
+  let dispatcher = dispatchers.get(addon);
+  if (dispatcher === undefined) {
+    dispatcher = new Dispatcher(addon);
+    dispatchers.set(addon, dispatcher);
+  }
+  return dispatcher;
 }
 
 /**
@@ -53,7 +119,8 @@ function timeoutError(syscall: string): NodeJS.ErrnoException {
  * the caller to answer; on success this object closes it.
  */
 export class Handoff {
-  private channel: NativeSocket | undefined;
+  private readonly dispatcher: Dispatcher;
+  private id = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly deadline: number;
   private retryDelayMs = 2;
@@ -65,6 +132,7 @@ export class Handoff {
     private readonly options: PassOptions,
     private readonly callbacks: PassCallbacks,
   ) {
+    this.dispatcher = dispatcherFor(options.addon);
     this.deadline = Date.now() + options.connectTimeoutMs;
     this.connect();
   }
@@ -76,16 +144,30 @@ export class Handoff {
 
   /** Stops waiting for smtpd to close the channel and closes our copies. */
   finishNow(): void {
-    if (this.state === "waiting") this.finish(false);
+    if (this.state !== "waiting") return;
+    this.dispatcher.native.finish(this.id);
+    this.dispatcher.inFlight.delete(this.id);
+    this.finish(false);
   }
 
   private connect(): void {
+    const { connectTimeoutMs, closeTimeoutMs, socketPath } = this.options;
+    let result: number;
     try {
-      this.channel = this.options.addon.connectUnix(this.options.socketPath);
+      result = this.dispatcher.native.pass(
+        this.client.fd,
+        socketPath,
+        this.attributes,
+        // Sending gets a deadline of its own, as long as the connect one.
+        connectTimeoutMs,
+        closeTimeoutMs,
+      );
     } catch (error) {
       const failure = error as NodeJS.ErrnoException;
+      const connecting =
+        failure.syscall === "connect" || failure.syscall === "socket";
       const remaining = this.deadline - Date.now();
-      if (failure.code === "EAGAIN" && remaining > 0) {
+      if (connecting && failure.code === "EAGAIN" && remaining > 0) {
         // The pass service's backlog is full: smtpd is busy. Retry with a
         // growing delay until the connect deadline.
         const delay = Math.min(this.retryDelayMs, remaining);
@@ -93,114 +175,48 @@ export class Handoff {
         this.timer = setTimeout(() => this.connect(), delay);
         return;
       }
-      this.fail("connect", failure);
+      this.fail(connecting ? "connect" : "send", failure);
       return;
     }
-    this.state = "sending";
-    // Sending gets a deadline of its own, as long as the connect deadline.
-    this.timer = setTimeout(
-      () => this.fail("send", timeoutError("sendmsg")),
-      this.options.connectTimeoutMs,
-    );
-    this.sendDescriptor();
+    this.id = Math.abs(result);
+    this.dispatcher.inFlight.set(this.id, this);
+    if (result > 0) {
+      this.state = "waiting";
+      this.callbacks.onSent(undefined);
+    } else {
+      this.state = "sending";
+    }
   }
 
-  private sendDescriptor(): void {
-    const channel = this.channel;
-    if (channel === undefined || this.state !== "sending") return;
-    let sent: boolean;
-    try {
-      sent = channel.sendFd(this.client);
-    } catch (error) {
-      this.fail("send", error as NodeJS.ErrnoException);
-      return;
-    }
-    if (!sent) {
-      // Too many descriptors in flight (EAGAIN or ETOOMANYREFS).
-      channel.watch(WRITABLE, (status) => {
-        if (status < 0) {
-          this.fail("send", this.statusError(status, "sendmsg"));
-        } else {
-          this.sendDescriptor();
-        }
-      });
-      return;
-    }
-    this.writeAttributes(0);
-  }
-
-  private writeAttributes(offset: number): void {
-    const channel = this.channel;
-    if (channel === undefined || this.state !== "sending") return;
-    let position = offset;
-    try {
-      while (position < this.attributes.length) {
-        const written = channel.write(this.attributes.subarray(position));
-        if (written === 0) break;
-        position += written;
-      }
-    } catch (error) {
-      this.fail("send", error as NodeJS.ErrnoException);
-      return;
-    }
-    if (position < this.attributes.length) {
-      channel.watch(WRITABLE, (status) => {
-        if (status < 0) {
-          this.fail("send", this.statusError(status, "write"));
-        } else {
-          this.writeAttributes(position);
-        }
-      });
-      return;
-    }
-
-    clearTimeout(this.timer);
-    this.state = "waiting";
-    this.timer = setTimeout(
-      () => this.finish(true),
-      this.options.closeTimeoutMs,
-    );
-    this.callbacks.onSent(undefined);
-    this.waitForClose();
-  }
-
-  private waitForClose(): void {
-    const channel = this.channel;
-    if (channel === undefined || this.state !== "waiting") return;
-    channel.watch(READABLE, (status) => {
-      if (this.state !== "waiting") return;
-      try {
-        const data = channel.read(4096);
-        if (status < 0 || (data !== null && data.length === 0)) {
-          this.finish(false);
-          return;
-        }
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "ECONNRESET") {
-          // smtpd reads everything it is sent before it closes, so a reset
-          // means our bytes were not read, and perhaps not the descriptor.
-          this.state = "done";
-          clearTimeout(this.timer);
-          channel.close();
-          this.channel = undefined;
-          this.callbacks.onUnread();
-          return;
-        }
+  /** Takes one result from the addon for this hand-off. */
+  onResult(kind: number, errno: number, descriptorSent: boolean): void {
+    if (this.state === "done") return;
+    switch (kind) {
+      case SENT:
+        this.state = "waiting";
+        this.callbacks.onSent(undefined);
+        break;
+      case SEND_FAILED:
+        this.fail(
+          "send",
+          systemError(errno, descriptorSent ? "write" : "sendmsg"),
+        );
+        break;
+      case TIMED_OUT:
+        this.finish(true);
+        break;
+      case FINISHED:
         this.finish(false);
-        return;
-      }
-      // smtpd never writes on this channel; ignore stray bytes and wait on.
-      this.waitForClose();
-    });
-  }
-
-  private statusError(status: number, syscall: string): NodeJS.ErrnoException {
-    const error: NodeJS.ErrnoException = new Error(
-      `${syscall} failed with status ${status}`,
-    );
-    error.errno = status;
-    error.syscall = syscall;
-    return error;
+        break;
+      case UNREAD:
+        // smtpd reads everything it is sent before it closes, so a reset
+        // means our bytes were not read, and perhaps not the descriptor.
+        this.state = "done";
+        this.callbacks.onUnread();
+        break;
+      default:
+        throw new Error(`unknown hand-off result kind ${kind}`);
+    }
   }
 
   private fail(
@@ -210,17 +226,12 @@ export class Handoff {
     if (this.state === "done" || this.state === "waiting") return;
     this.state = "done";
     clearTimeout(this.timer);
-    this.channel?.close();
-    this.channel = undefined;
     this.callbacks.onSent({ stage, error });
   }
 
   private finish(timedOut: boolean): void {
     if (this.state === "done") return;
     this.state = "done";
-    clearTimeout(this.timer);
-    this.channel?.close();
-    this.channel = undefined;
     if (timedOut) {
       // smtpd never took the descriptor: end the connection for everyone
       // that may hold it, so the client does not wait forever.

@@ -20,6 +20,8 @@ export interface GreetingEvents {
   onPregreet(): void;
   /** The client closed or reset the connection. */
   onHangup(): void;
+  /** Seconds since the connection was accepted, for the log. */
+  elapsedSeconds(): number;
 }
 
 export class GreetingTest {
@@ -34,7 +36,6 @@ export class GreetingTest {
     private readonly config: Config,
     private readonly logger: Logger,
     private readonly clientLabel: string,
-    private readonly elapsedSeconds: () => number,
     private readonly events: GreetingEvents,
   ) {}
 
@@ -144,7 +145,7 @@ export class GreetingTest {
 
     this.spoke = true;
     this.logger.info(
-      `PREGREET ${data.length} after ${formatDelay(this.elapsedSeconds())} ` +
+      `PREGREET ${data.length} after ${formatDelay(this.events.elapsedSeconds())} ` +
         `from ${this.clientLabel}: ${escapeForLog(data)}`,
     );
     // The socket is no longer watched: the pending bytes stay for smtpd.

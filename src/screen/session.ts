@@ -24,7 +24,12 @@ import { encodeAttributes } from "../handoff/attributes.js";
 import { Handoff, type PassFailure } from "../handoff/pass.js";
 import { choosePassSocket } from "../handoff/classes.js";
 import type { DnsblChecker, DnsblQuery } from "../dnsbl/checker.js";
-import { GreetingTest } from "./greeting.js";
+import { GreetingTest, type GreetingEvents } from "./greeting.js";
+import type {
+  DeadlineEntry,
+  DeadlineList,
+  DeadlineQueue,
+} from "./deadline-queue.js";
 import type { VerdictCache } from "../cache/verdict-cache.js";
 import type { Greylist } from "../greylist/greylist.js";
 import { clientKey } from "../cache/key.js";
@@ -60,6 +65,15 @@ export function dnsblDropReply(address: string, listName: string): string {
   return `521 5.7.1 Service unavailable; client [${address}] blocked using ${listName}\r\n`;
 }
 
+/**
+ * The initial deep tests to do and tests passed of every session, shared
+ * so that a session under test allocates them only when it needs them.
+ */
+const NO_DEEP_TESTS: ReadonlySet<DeepTest> = new Set();
+const NO_PASSES: Readonly<Partial<Record<TestName, number>>> = Object.freeze(
+  {},
+);
+
 /** The dummy engine's RCPT reply to a client that has to come back. */
 const REPLY_COME_BACK = "450 4.3.2 Service currently unavailable\r\n";
 const REPLY_PROTOCOL_ERROR_ENFORCE = "550 5.5.1 Protocol error\r\n";
@@ -78,6 +92,8 @@ export interface SessionContext {
   rates: ConnectionRates;
   load: Load;
   metrics: Metrics;
+  /** The greet wait of every session under test. */
+  greetWaits: DeadlineQueue;
   /** Called once, when the session no longer owns the client socket. */
   onEnded(session: Session): void;
 }
@@ -89,7 +105,7 @@ export interface Endpoint {
 
 type Phase = "testing" | "passing" | "engine" | "ended";
 
-export class Session {
+export class Session implements DeadlineEntry, GreetingEvents {
   private readonly startedAt = performance.now();
   private clientLabel: string;
   private currentPhase: Phase = "testing";
@@ -109,14 +125,18 @@ export class Session {
   private record: CacheRecord | undefined;
   private greetingTodo = false;
   private dnsblTodo = false;
-  private deepTodo = new Set<DeepTest>();
+  private deepTodo: ReadonlySet<DeepTest> = NO_DEEP_TESTS;
   /** Tests passed in this session, stored when the session concludes. */
-  private passes: Partial<Record<TestName, number>> = {};
+  private passes: Readonly<Partial<Record<TestName, number>>> = NO_PASSES;
   /** The 550 reply of a test failed with action enforce. */
   private enforceReply: string | undefined;
   private engine: DummyEngine | undefined;
   /** The JSON log's connection summary, written when the session ends. */
   private readonly summary = new SessionSummary();
+  deadlineAt = 0;
+  deadlineList: DeadlineList | undefined = undefined;
+  deadlinePrevious: DeadlineEntry | undefined = undefined;
+  deadlineNext: DeadlineEntry | undefined = undefined;
 
   constructor(
     private readonly context: SessionContext,
@@ -342,7 +362,7 @@ export class Session {
       ["bareNewline", engine.bareNewline.enabled],
     ];
     for (const [test, enabled] of deepEnabled) {
-      if (enabled && !hasPassed(record, test, now)) this.deepTodo.add(test);
+      if (enabled && !hasPassed(record, test, now)) this.addDeepTest(test);
     }
 
     const anyEnabled =
@@ -410,7 +430,8 @@ export class Session {
     );
   }
 
-  private elapsedSeconds(): number {
+  /** Seconds since the connection was accepted. */
+  elapsedSeconds(): number {
     return (performance.now() - this.startedAt) / 1000;
   }
 
@@ -430,28 +451,29 @@ export class Session {
         config,
         logger,
         this.clientLabel,
-        () => this.elapsedSeconds(),
-        {
-          onPregreet: () => this.onPregreet(),
-          onHangup: () => this.onHangup(),
-        },
+        this,
       );
       this.teaserSent = this.greeting.sendsTeaser;
       this.greeting.start();
     }
-    this.timer = setTimeout(() => this.endEarlyTests(), config.greetWaitMs);
+    this.context.greetWaits.add(this, config.greetWaitMs);
     // Registered last: a query with nothing to ask completes at once, and
     // the greeting test must exist by then.
     this.dnsblQuery?.onComplete(() => this.onDnsblComplete());
   }
 
+  /** Ends the greet wait. */
+  onDeadline(): void {
+    this.endEarlyTests();
+  }
+
   private stopEarlyTests(): void {
-    clearTimeout(this.timer);
+    this.context.greetWaits.remove(this);
     this.greeting?.stop();
     this.dnsblQuery?.cancel();
   }
 
-  private onPregreet(): void {
+  onPregreet(): void {
     if (this.phase !== "testing") return;
     this.context.metrics.verdict("pregreet", "fail");
     const action = this.context.config.greetAction;
@@ -465,7 +487,7 @@ export class Session {
     // Otherwise the wait goes on so that the DNS lists can answer.
   }
 
-  private onHangup(): void {
+  onHangup(): void {
     if (this.phase !== "testing") return;
     this.stopEarlyTests();
     this.summary.act("hangup");
@@ -524,7 +546,7 @@ export class Session {
       } else if (result.complete || this.allowlistedByDns) {
         // A failed lookup is no pass: the list is asked again next time.
         dnsblTtlMs = result.ttlSeconds * 1000;
-        this.passes.dnsbl = now + dnsblTtlMs;
+        this.addPass("dnsbl", now + dnsblTtlMs);
       }
     }
 
@@ -540,22 +562,32 @@ export class Session {
         this.allowlistedByDns && dnsblTtlMs !== undefined
           ? dnsblTtlMs
           : config.cache.greetTtlMs;
-      this.passes.pregreet = now + ttl;
+      this.addPass("pregreet", now + ttl);
     }
 
     if (this.allowlistedByDns) {
       // An allowlisted client skips the deep tests too.
-      this.deepTodo.clear();
+      this.deepTodo = NO_DEEP_TESTS;
     }
     if (this.enforceReply !== undefined) {
       // As postscreen does, a failed client goes through every enabled
       // deep test, so that its log shows all it did wrong.
       const engine = config.engine;
-      if (engine.pipelining.enabled) this.deepTodo.add("pipelining");
-      if (engine.nonSmtp.enabled) this.deepTodo.add("nonSmtp");
-      if (engine.bareNewline.enabled) this.deepTodo.add("bareNewline");
+      if (engine.pipelining.enabled) this.addDeepTest("pipelining");
+      if (engine.nonSmtp.enabled) this.addDeepTest("nonSmtp");
+      if (engine.bareNewline.enabled) this.addDeepTest("bareNewline");
     }
     this.conclude();
+  }
+
+  /** Adds a deep test to do, in a new set: the first is shared. */
+  private addDeepTest(test: DeepTest): void {
+    this.deepTodo = new Set([...this.deepTodo, test]);
+  }
+
+  /** Records a test passed until `until` (ms since the epoch). */
+  private addPass(test: TestName, until: number): void {
+    this.passes = { ...this.passes, [test]: until };
   }
 
   /** True when every test to do in this session has passed. */
@@ -660,7 +692,7 @@ export class Session {
 
   private onEngineDone(outcome: EngineOutcome, handoffFailed: boolean): void {
     if (!handoffFailed) {
-      Object.assign(this.passes, outcome.passes);
+      this.passes = { ...this.passes, ...outcome.passes };
       if (outcome.failed) this.enforceReply ??= REPLY_PROTOCOL_ERROR_ENFORCE;
       this.recordVerdict();
     }
@@ -885,6 +917,7 @@ export class Session {
     if (this.phase === "ended") return;
     this.phase = "ended";
     clearTimeout(this.timer);
+    this.context.greetWaits.remove(this);
     if (this.tarpitting) {
       this.tarpitting = false;
       this.context.load.tarpitted--;

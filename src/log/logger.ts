@@ -53,16 +53,24 @@ const MONTHS = [
   "Dec",
 ];
 
+/** The last second syslogTimestamp() formatted, and its text. */
+let lastStamp = { second: NaN, text: "" };
+
 /**
  * Formats a local time as syslog and glibc's syslog() do (strftime
  * "%h %e %T" in the C locale): "Dec  4 15:10:01".
  */
 export function syslogTimestamp(date: Date): string {
+  // Many lines share a second: format each second once.
+  const second = Math.floor(date.getTime() / 1000);
+  if (second === lastStamp.second) return lastStamp.text;
   const day = String(date.getDate()).padStart(2, " ");
   const time = [date.getHours(), date.getMinutes(), date.getSeconds()]
     .map((part) => String(part).padStart(2, "0"))
     .join(":");
-  return `${MONTHS[date.getMonth()]} ${day} ${time}`;
+  const text = `${MONTHS[date.getMonth()]} ${day} ${time}`;
+  lastStamp = { second, text };
+  return text;
 }
 
 /** Prefixes a message as Postfix's msg_warn() and msg_error() do. */
@@ -78,6 +86,7 @@ export function stderrWriter(program: string): LineWriter {
     (count) =>
       `${syslogTimestamp(new Date())} ${host} ${program}[${process.pid}]: ` +
       `warning: ${count} log lines dropped: the log reader is too slow\n`,
+    true,
   );
 }
 

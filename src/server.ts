@@ -208,6 +208,7 @@ export class Server {
         this.sessions,
         this.load,
         () => this.current.dnsblHealth,
+        this.greylist?.greylist,
       ),
     );
     this.started = true;

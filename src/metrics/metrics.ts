@@ -3,6 +3,7 @@
 // path, so with metrics off (NO_METRICS) each call is an empty function.
 import type { DnsblScore } from "../dnsbl/checker.js";
 import type { LoadPhase } from "../intake/load.js";
+import type { GreylistCounts } from "../greylist/greylist.js";
 
 /** Tests that reach a verdict, named as in their parameters. */
 export type VerdictTest =
@@ -79,6 +80,8 @@ export interface StateSource {
   tarpitted(): number;
   /** DNS lists by public name, with their health per address family. */
   dnsblHealth(): { list: string; family: 4 | 6; healthy: boolean }[];
+  /** Greylist and spam trap events since startup; none when both are off. */
+  greylist(): Readonly<GreylistCounts> | undefined;
 }
 
 export interface Metrics {

@@ -172,6 +172,38 @@ export class PrometheusMetrics implements Metrics {
       },
     });
     new Counter({
+      name: "postwarden_greylist_decisions_total",
+      help:
+        "Greylist decisions: defer (a 4xx for a new or early triplet) and " +
+        "pass (a retry after greylist_min_delay, or a key already passed)",
+      labelNames: ["result"] as const,
+      registers,
+      collect() {
+        const counts = read((state) => state.greylist(), undefined);
+        this.reset();
+        this.inc({ result: "defer" }, counts?.deferred ?? 0);
+        this.inc({ result: "pass" }, counts?.passed ?? 0);
+      },
+    });
+    new Counter({
+      name: "postwarden_trap_hits_total",
+      help: "Recipients in trap_recipients seen from a client",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read((state) => state.greylist()?.trapHits ?? 0, 0));
+      },
+    });
+    new Counter({
+      name: "postwarden_trapped_connections_total",
+      help: "Connections refused because their client had hit a spam trap",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read((state) => state.greylist()?.trappedConnections ?? 0, 0));
+      },
+    });
+    new Counter({
       name: "postwarden_log_dropped_lines_total",
       help: "Log lines dropped because the log destination could not take them",
       registers,

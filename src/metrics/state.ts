@@ -1,5 +1,6 @@
 // The daemon's state as metrics read it at each scrape.
 import type { DnsblHealth } from "../dnsbl/health.js";
+import type { Greylist } from "../greylist/greylist.js";
 import type { Load } from "../intake/load.js";
 import { formatEndpoint } from "../log/format.js";
 import type { NativeListener } from "../native.js";
@@ -10,8 +11,9 @@ export function daemonState(
   listeners: readonly NativeListener[],
   sessions: ReadonlySet<unknown>,
   load: Load,
-  /** The DNS list health of the configuration in force, which a reload replaces. */
+  /** The DNS list health in force, which a reload replaces. */
   health: () => DnsblHealth | undefined,
+  greylist: Greylist | undefined,
 ): StateSource {
   const labels = listeners.map((listener) => {
     const bound = listener.address();
@@ -24,5 +26,6 @@ export function daemonState(
     stress: () => load.stress,
     tarpitted: () => load.tarpitted,
     dnsblHealth: () => health()?.states() ?? [],
+    greylist: () => greylist?.counts,
   };
 }

@@ -11,6 +11,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { metricsUrl, nonzero, scrape } from "../support/metrics.js";
 import { PostfixInstance } from "../support/postfix.js";
 import { PostwardenProcess } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
@@ -210,6 +211,8 @@ describe("greylisting in mode all", () => {
       "trap_recipients=trap@example.net @spamtrap.test",
       "-o",
       "denylist_action=drop",
+      "-o",
+      "metrics_listen=127.0.0.1:0",
     ));
   });
 
@@ -362,6 +365,17 @@ describe("greylisting in mode all", () => {
       "x@SpamTrap.test",
     );
     assert.match(domain.rcpt, /^550 5\.3\.2 /);
+
+    // The earlier tests deferred and passed clients; this one hit two traps.
+    const samples = await scrape(await metricsUrl(warden));
+    assert.equal(samples.get("postwarden_trap_hits_total"), 2);
+    assert.equal(samples.get("postwarden_trapped_connections_total"), 1);
+    const decisions = nonzero(samples, "postwarden_greylist_decisions_total");
+    assert.ok(
+      (decisions['result="defer"'] ?? 0) > 0,
+      JSON.stringify(decisions),
+    );
+    assert.ok((decisions['result="pass"'] ?? 0) > 0, JSON.stringify(decisions));
   });
 
   test("cache CLI lists and deletes entries", async () => {

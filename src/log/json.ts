@@ -43,15 +43,12 @@ export class JsonLogger implements DaemonLogger {
   ) {
     this.writer =
       writer ??
-      new LineWriter(
-        process.stdout,
-        (count) =>
-          this.formatEvent(
-            "warning",
-            `${count} log lines dropped: the log reader is too slow`,
-            undefined,
-          ),
-        true,
+      new LineWriter(process.stdout, (count) =>
+        this.formatEvent(
+          "warning",
+          `${count} log lines dropped: the log reader is too slow`,
+          undefined,
+        ),
       );
   }
 

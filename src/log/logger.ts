@@ -86,7 +86,6 @@ export function stderrWriter(program: string): LineWriter {
     (count) =>
       `${syslogTimestamp(new Date())} ${host} ${program}[${process.pid}]: ` +
       `warning: ${count} log lines dropped: the log reader is too slow\n`,
-    true,
   );
 }
 

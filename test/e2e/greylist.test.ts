@@ -17,6 +17,7 @@ import { PostwardenProcess } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 import { Rbldnsd } from "../support/rbldnsd.js";
+import { RedisServer } from "../support/redis.js";
 import { packageRoot } from "../../src/native.js";
 
 requireRootAndPostfix();
@@ -520,6 +521,69 @@ describe("greylisting in the dummy engine", () => {
     } finally {
       await warden.stop();
       rmSync(data, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("greylisting shared through Redis", () => {
+  test("two daemons share triplets and traps", async () => {
+    const redis = await RedisServer.start();
+    const dataA = mkdtempSync(join(tmpdir(), "postwarden-data-"));
+    const dataB = mkdtempSync(join(tmpdir(), "postwarden-data-"));
+    const socketA = join(socketDirectory, "policy-a");
+    const socketB = join(socketDirectory, "policy-b");
+    const shared = [
+      "-o",
+      "greylist_mode=all",
+      "-o",
+      `cache_map=${redis.url}`,
+      "-o",
+      "trap_recipients=trap@example.net",
+    ];
+    const a = await startPostwarden(
+      dataA,
+      ...shared,
+      "-o",
+      `policy_listen=unix:${socketA}`,
+    );
+    const b = await startPostwarden(
+      dataB,
+      ...shared,
+      "-o",
+      `policy_listen=unix:${socketB}`,
+    );
+    try {
+      const first = await policyRequest(
+        socketA,
+        rcptRequest("192.0.2.30", "a@x.test", "b@y.test"),
+      );
+      assert.match(first, /^action=DEFER_IF_PERMIT Greylisted/);
+      await sleep(MIN_DELAY_S * 1000 + 500);
+      // The retry reaches the other MX, which finds the first sighting.
+      const retry = await policyRequest(
+        socketB,
+        rcptRequest("192.0.2.30", "a@x.test", "b@y.test"),
+      );
+      assert.equal(retry, "action=DUNNO\n\n");
+      await b.warden.waitForLog(/GREYLIST PASS \[192\.0\.2\.30\].*retried/);
+
+      // A trap hit on one MX refuses the client on the other.
+      const hit = await policyRequest(
+        socketA,
+        rcptRequest("192.0.2.31", "a@x.test", "trap@example.net"),
+      );
+      assert.match(hit, /^action=550 5\.3\.2 /);
+      const after = await policyRequest(
+        socketB,
+        rcptRequest("192.0.2.31", "a@x.test", "c@y.test"),
+      );
+      assert.match(after, /^action=550 5\.3\.2 /);
+    } finally {
+      await a.warden.stop();
+      await b.warden.stop();
+      await redis.stop();
+      rmSync(dataA, { recursive: true, force: true });
+      rmSync(dataB, { recursive: true, force: true });
     }
   });
 });

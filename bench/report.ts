@@ -631,6 +631,9 @@ ${this.findings()
   .map((line) => `- ${line}`)
   .join("\n")}
 
+What has been changed to close the gap, what each change gained, and why
+the rest remains are in [docs/performance.md](docs/performance.md).
+
 ![Sessions per second, CPU per session and memory per held connection](${chartPath})
 
 ## postwarden against postscreen, round by round

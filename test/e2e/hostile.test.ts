@@ -98,6 +98,9 @@ async function startPostwarden(
     ],
   });
   const port = await warden.listeningPort();
+  // Startup opens more descriptors after the listeners (the verdict cache,
+  // the hand-off epoll set): tests that count them start from here.
+  await warden.waitForLog(/postwarden started/);
   return { warden, port };
 }
 

@@ -339,9 +339,10 @@ describe("infrastructure allowlist refresh", () => {
       await allowlist.refresh();
       const elapsed = Date.now() - started;
       assert.ok(elapsed < 5000, `refresh took ${elapsed} ms`);
+      // Either postwarden's own deadline or c-ares's ends the lookup first.
       assert.match(
         lines[0] ?? "",
-        /cannot resolve the SPF record of b\.example: .*timed out/,
+        /cannot resolve the SPF record of b\.example: .*(timed out|ETIMEOUT)/,
       );
       assert.equal(allowlist.contains(parseAddress("198.51.100.9")), true);
     } finally {

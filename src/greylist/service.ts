@@ -1,8 +1,9 @@
-// The greylist pieces a running daemon owns: the store of triplets, passes
-// and traps (in the verdict cache's LMDB file and Redis when the cache is
-// on, in memory otherwise), the greylist itself, the policy service that
-// smtpd asks at RCPT time, and the timers that clean up and copy traps
-// from Redis. Built once at startup; a reload does not replace it.
+// The greylist pieces a running daemon owns. The store keeps triplets,
+// passes and traps: in the verdict cache's LMDB file and Redis when the
+// cache is on, in memory otherwise. Beside it are the greylist itself, the
+// policy service that smtpd queries at RCPT time, and the timers that clean
+// up and copy traps from Redis. Built once at startup; a reload does not
+// replace it.
 import type { Config } from "../config/load.js";
 import type { Logger } from "../log/logger.js";
 import type { VerdictCache } from "../cache/verdict-cache.js";

@@ -337,14 +337,24 @@ function locationLines(
   if (chosen === undefined) {
     lines.push({
       comments: [
-        "master.cf has no smtpd pass service yet: add",
-        '"smtpd pass - - y - - smtpd" (postwarden hands off to',
-        "private/smtpd by default)",
+        "master.cf has no smtpd pass service yet. For the default user",
+        'postwarden, add "smtpd pass n - y - - smtpd" (public/smtpd) and',
+        "set smtpd_pass_socket to it; with user = postfix, add",
+        '"smtpd pass - - y - - smtpd" (private/smtpd, the default socket)',
       ],
     });
-  } else if (
-    chosen.service !== "smtpd" ||
-    socketDirectory(chosen) !== "private"
+  } else if (socketDirectory(chosen) === "private") {
+    lines.push({
+      comments: [
+        `master.cf line ${chosen.line} makes the pass service private, which`,
+        "only user postfix may reach: set user = postfix, or put n in its",
+        "private column and smtpd_pass_socket to its public/ path",
+      ],
+    });
+  }
+  if (
+    chosen !== undefined &&
+    (chosen.service !== "smtpd" || socketDirectory(chosen) !== "private")
   ) {
     lines.push({
       comments: [`the smtpd pass service of master.cf line ${chosen.line}`],

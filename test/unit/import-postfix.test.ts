@@ -146,6 +146,13 @@ describe("import-postfix", () => {
     assert.equal(valueOf("smtpd_pass_socket"), undefined);
   });
 
+  test("private pass service noted", () => {
+    assert.match(
+      output,
+      /^# master\.cf line \d+ makes the pass service private, which$/m,
+    );
+  });
+
   test("forbidden commands without tables", () => {
     assert.equal(valueOf("forbidden_commands"), "CONNECT GET POST HEAD");
     assert.match(

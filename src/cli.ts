@@ -314,11 +314,10 @@ function logAccount(logger: Logger, account: Account, switched: boolean): void {
 }
 
 /**
- * Checks that the pass sockets (the default and each class's) can be used
- * by `user`, at startup (after any switch of user) and on reload; returns
- * a warning for each that cannot, because every client sent there would
- * then get a 421 and the hand-off warnings name only the service. Postfix
- * may start later, so this does not stop postwarden.
+ * Checks that `user` can use the pass sockets, the default and each
+ * class's. Returns a warning for each that it cannot use, because every
+ * client sent there would get a 421. Postfix may start later, so this
+ * never stops postwarden.
  */
 function passSocketProblems(config: Config, user: string): string[] {
   const paths = [

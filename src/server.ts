@@ -37,8 +37,8 @@ export class Server {
   /** The greet wait of every session under test, across reloads. */
   private readonly greetWaits = new DeadlineQueue();
   /**
-   * What every session shares, normal and under stress, so that a
-   * connection allocates none of it; built at start and on each reload.
+   * The contexts every session shares, normal and under stress, so that a
+   * connection allocates none of them. Built at start and on each reload.
    */
   private contexts: { normal: SessionContext; stress: SessionContext };
   private readonly infrastructure: InfrastructureAllowlist | undefined;

@@ -7,6 +7,7 @@ import { PostfixInstance } from "../support/postfix.js";
 import { PostwardenProcess } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
+import { CONNECTION_KEYS, EVENT_KEYS } from "../support/log-keys.js";
 
 requireRootAndPostfix();
 
@@ -20,39 +21,6 @@ before(async () => {
 after(async () => {
   await postfix.destroy();
 });
-
-const EVENT_KEYS = [
-  "type",
-  "time",
-  "level",
-  "program",
-  "pid",
-  "event",
-  "client_address",
-  "client_port",
-];
-
-const CONNECTION_KEYS = [
-  "type",
-  "time",
-  "level",
-  "program",
-  "pid",
-  "client_address",
-  "client_port",
-  "listener_address",
-  "listener_port",
-  "start_time",
-  "end_time",
-  "duration_seconds",
-  "tests",
-  "dnsbl_score",
-  "verdict",
-  "action",
-  "reply",
-  "handoff",
-  "handoff_error",
-];
 
 type LogRecord = Record<string, unknown>;
 

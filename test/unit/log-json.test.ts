@@ -11,39 +11,7 @@ import {
   type SessionOutcome,
   type TestResult,
 } from "../../src/log/summary.js";
-
-const EVENT_KEYS = [
-  "type",
-  "time",
-  "level",
-  "program",
-  "pid",
-  "event",
-  "client_address",
-  "client_port",
-];
-
-const CONNECTION_KEYS = [
-  "type",
-  "time",
-  "level",
-  "program",
-  "pid",
-  "client_address",
-  "client_port",
-  "listener_address",
-  "listener_port",
-  "start_time",
-  "end_time",
-  "duration_seconds",
-  "tests",
-  "dnsbl_score",
-  "verdict",
-  "action",
-  "reply",
-  "handoff",
-  "handoff_error",
-];
+import { CONNECTION_KEYS, EVENT_KEYS } from "../support/log-keys.js";
 
 function capturedJson(): { records: () => unknown[]; logger: JsonLogger } {
   let text = "";

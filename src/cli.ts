@@ -34,6 +34,7 @@ import {
   switchAccount,
   type Account,
 } from "./privilege.js";
+import { limitYoungGeneration } from "./heap.js";
 import {
   CacheCliError,
   deleteCommand,
@@ -216,6 +217,7 @@ async function run(options: CommonOptions): Promise<void> {
   const logger = createLogger(config.log);
   const addon = loadAddon();
   for (const warning of warnings) logger.warning(warning);
+  limitYoungGeneration();
 
   const plan = planPrivileges(config.privilege);
   const user = plan.account.user;

@@ -79,7 +79,8 @@ export interface SessionOutcome {
 export class SessionSummary {
   /** The access list permitted the client. */
   allowlisted = false;
-  private readonly startedAt = new Date();
+  /** When the connection was accepted, in ms since the epoch. */
+  private readonly startedAt = Date.now();
   private action: SessionAction | undefined;
   private reply: string | null = null;
   private testFailed = false;
@@ -119,9 +120,9 @@ export class SessionSummary {
       client_port: outcome.client.port,
       listener_address: outcome.listener.address,
       listener_port: outcome.listener.port,
-      start_time: this.startedAt.toISOString(),
+      start_time: new Date(this.startedAt).toISOString(),
       end_time: end.toISOString(),
-      duration_seconds: (end.getTime() - this.startedAt.getTime()) / 1000,
+      duration_seconds: (end.getTime() - this.startedAt) / 1000,
       tests: outcome.tests,
       dnsbl_score: outcome.dnsblScore,
       verdict: this.verdict(outcome, action),

@@ -27,7 +27,10 @@ export interface GreetingEvents {
 export class GreetingTest {
   private watching = false;
   private stutterTimer: NodeJS.Timeout | undefined;
-  private pendingPieces: string[] = [];
+  /** The stuttered teaser's pieces still to send (stutter mode only). */
+  private pendingPieces: string[] | undefined;
+  /** The readiness callback, made once for every watch of this test. */
+  private readonly onReady = this.onReadable.bind(this);
   private stopped = false;
   private spoke = false;
 
@@ -91,17 +94,17 @@ export class GreetingTest {
    */
   finishLine(): void {
     clearTimeout(this.stutterTimer);
-    if (this.pendingPieces.length > 0) {
-      this.pendingPieces = [];
+    if (this.pendingPieces !== undefined && this.pendingPieces.length > 0) {
+      this.pendingPieces = undefined;
       this.send("\r\n");
     }
   }
 
   private sendNextPiece(delay: number): void {
-    const piece = this.pendingPieces.shift();
+    const piece = this.pendingPieces?.shift();
     if (piece === undefined || this.stopped) return;
     this.send(piece);
-    if (this.pendingPieces.length > 0) {
+    if (this.pendingPieces !== undefined && this.pendingPieces.length > 0) {
       this.stutterTimer = setTimeout(() => this.sendNextPiece(delay), delay);
     }
   }
@@ -116,7 +119,7 @@ export class GreetingTest {
 
   private watch(): void {
     this.watching = true;
-    this.socket.watch(READABLE, (status) => this.onReadable(status));
+    this.socket.watch(READABLE, this.onReady);
   }
 
   private onReadable(status: number): void {

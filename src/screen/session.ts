@@ -131,8 +131,11 @@ export class Session implements DeadlineEntry, GreetingEvents {
   /** The 550 reply of a test failed with action enforce. */
   private enforceReply: string | undefined;
   private engine: DummyEngine | undefined;
-  /** The JSON log's connection summary, written when the session ends. */
-  private readonly summary = new SessionSummary();
+  /**
+   * The JSON log's connection summary, written when the session ends;
+   * undefined when the log has no summaries, so that it costs nothing.
+   */
+  private readonly summary: SessionSummary | undefined;
   deadlineAt = 0;
   deadlineList: DeadlineList | undefined = undefined;
   deadlinePrevious: DeadlineEntry | undefined = undefined;
@@ -150,6 +153,9 @@ export class Session implements DeadlineEntry, GreetingEvents {
     this.key = clientKey(client.address, context.config.clientIpv6PrefixLength);
     const logger = context.logger.forClient?.(() => this.client);
     if (logger !== undefined) this.context = { ...context, logger };
+    if (context.logger.summary !== undefined) {
+      this.summary = new SessionSummary();
+    }
   }
 
   private get phase(): Phase {
@@ -309,7 +315,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
       access = "reject";
     if (access !== undefined) this.context.metrics.verdict("access", access);
     if (access === "permit") {
-      this.summary.allowlisted = true;
+      if (this.summary !== undefined) this.summary.allowlisted = true;
       logger.info(`${words.allow}LISTED ${this.clientLabel}`);
       this.passToSmtpd();
       return;
@@ -490,7 +496,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
   onHangup(): void {
     if (this.phase !== "testing") return;
     this.stopEarlyTests();
-    this.summary.act("hangup");
+    this.summary?.act("hangup");
     this.context.logger.info(
       `HANGUP after ${formatDelay(this.elapsedSeconds())} from ` +
         `${this.clientLabel} in tests before SMTP handshake`,
@@ -656,8 +662,8 @@ export class Session implements DeadlineEntry, GreetingEvents {
   }): void {
     const { config, logger } = this.context;
     this.phase = "engine";
-    this.summary.act("engine");
-    this.summary.replied(options.firstCommandReply ?? options.rcptReply);
+    this.summary?.act("engine");
+    this.summary?.replied(options.firstCommandReply ?? options.rcptReply);
     const fd = this.socket.release();
     const socket = new NodeSocket({ fd, readable: true, writable: true });
     this.engine = new DummyEngine(
@@ -703,7 +709,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
   private passToSmtpd(): void {
     const { config, addon, logger } = this.context;
     this.phase = "passing";
-    this.summary.act("handoff");
+    this.summary?.act("handoff");
     this.context.greylist?.remember(this.client.address, {
       dnsblScore: this.dnsblQuery?.current().score,
       pregreeted: this.greeting?.pregreeted === true,
@@ -719,7 +725,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
       });
     } catch (error) {
       this.context.metrics.handoffFailed("attributes");
-      this.summary.handedOff("failed", (error as Error).message);
+      this.summary?.handedOff("failed", (error as Error).message);
       this.context.logger.warning(
         `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
           (error as Error).message,
@@ -745,7 +751,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
         onFinished: (timedOut) => this.onHandoffFinished(timedOut),
         onUnread: () => {
           this.context.metrics.handoffFailed("unread");
-          this.summary.handedOff("failed", "attributes unread");
+          this.summary?.handedOff("failed", "attributes unread");
           this.context.logger.warning(
             `cannot pass connection to service ${config.smtpdServiceLabel}: ` +
               "the connection was reset with the attributes unread",
@@ -758,7 +764,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
 
   private onHandoffSent(failure: PassFailure | undefined): void {
     if (failure === undefined) {
-      this.summary.handedOff("ok");
+      this.summary?.handedOff("ok");
       this.sentAt = performance.now();
       // smtpd has the client now, and limits it itself: it no longer counts
       // as this client's connection in progress here. Waiting for smtpd to
@@ -769,7 +775,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
     this.context.metrics.handoffFailed(failure.stage);
     const service = this.context.config.smtpdServiceLabel;
     const reason = describeError(failure.error);
-    this.summary.handedOff("failed", `${failure.stage}: ${reason}`);
+    this.summary?.handedOff("failed", `${failure.stage}: ${reason}`);
     if (failure.stage === "connect") {
       this.context.logger.warning(
         `cannot connect to service ${service}: ${reason}`,
@@ -787,7 +793,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
     const { logger, config, load } = this.context;
     if (timedOut) {
       this.context.metrics.handoffFailed("timeout");
-      this.summary.handedOff("timeout");
+      this.summary?.handedOff("timeout");
       logger.warning(
         `timeout sending connection to service ${config.smtpdServiceLabel}`,
       );
@@ -835,7 +841,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
     outcome?: "dnsbl_drop" | "denylist_drop",
   ): void {
     if (this.phase === "ended") return;
-    this.summary.closed(reply, outcome !== undefined);
+    this.summary?.closed(reply, outcome !== undefined);
     const tarpit = this.context.config.engine.tarpit;
     if (
       reply !== undefined &&
@@ -923,7 +929,9 @@ export class Session implements DeadlineEntry, GreetingEvents {
       this.context.load.tarpitted--;
     }
     this.releaseCount();
-    this.context.logger.summary?.(this.summary.finish(this.outcome()));
+    if (this.summary !== undefined) {
+      this.context.logger.summary?.(this.summary.finish(this.outcome()));
+    }
     this.context.onEnded(this);
   }
 

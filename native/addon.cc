@@ -1,6 +1,6 @@
 // Module entry: shared helpers and the free functions (connecting to a
 // UNIX-domain socket, socket pairs for tests). The classes live in
-// socket.cc, listener.cc and handoffs.cc.
+// sockets.cc, listener.cc and handoffs.cc.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include "common.h"
 #include "handoffs.h"
 #include "listener.h"
-#include "socket.h"
+#include "sockets.h"
 
 namespace postwarden {
 
@@ -138,7 +138,7 @@ namespace {
 Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  return Socket::Wrap(env, ConnectUnixPath(env, path));
+  return Napi::Number::New(env, ConnectUnixPath(env, path));
 }
 
 // socketPair(): two connected UNIX-domain stream sockets, for tests and
@@ -151,8 +151,8 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
     throw SystemError(env, errno, "socketpair");
   }
   Napi::Array pair = Napi::Array::New(env, 2);
-  pair.Set(0u, Socket::Wrap(env, fds[0]));
-  pair.Set(1u, Socket::Wrap(env, fds[1]));
+  pair.Set(0u, Napi::Number::New(env, fds[0]));
+  pair.Set(1u, Napi::Number::New(env, fds[1]));
   return pair;
 }
 
@@ -172,9 +172,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                   &data->asyncContext);
   data->reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-  Napi::Function socketClass = Socket::Init(env);
-  data->socketConstructor = Napi::Persistent(socketClass);
-  exports.Set("Socket", socketClass);
+  exports.Set("Sockets", Sockets::Init(env));
   exports.Set("Listener", Listener::Init(env));
   exports.Set("Handoffs", Handoffs::Init(env));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix));

@@ -2,39 +2,39 @@
 // method is synchronous and non-blocking. Failures throw an Error with
 // `code` (such as "ENOENT"), `errno` (negative, as in Node) and `syscall`.
 
-/** A non-blocking socket descriptor owned by the addon. */
-export interface NativeSocket {
-  /** The descriptor number, or -1 once closed or released. */
-  readonly fd: number;
-  /**
-   * Calls `callback` once when the socket is ready for `events` or in
-   * error. `status` is 0 or a negative libuv error. Arming a new watch
-   * replaces the pending one.
-   */
-  watch(
-    this: void,
-    events: number,
-    callback: (status: number, events: number) => void,
-  ): void;
-  unwatch(this: void): void;
+/**
+ * Operations on socket descriptors that JavaScript owns (see
+ * src/native-socket.ts), and one-shot readiness watches in one epoll set.
+ * Watch results are written into the Float64Array given at construction,
+ * four numbers each (descriptor, generation, status, events), and
+ * announced with onEvents(count). `status` is 0, or -EIO when the socket
+ * is in error; the error itself is left for the next operation to report.
+ * Operations on a descriptor below 0 throw with code EBADF.
+ */
+export interface NativeSockets {
+  /** Arms a one-shot watch for `events`; returns its generation. */
+  watch(this: void, fd: number, events: number): number;
+  unwatch(this: void, fd: number): void;
   /** Pending bytes, unconsumed; null if none, empty at end of stream. */
-  peek(this: void, max: number): Buffer | null;
+  peek(this: void, fd: number, max: number): Buffer | null;
   /** Pending bytes, consumed; null if none, empty at end of stream. */
-  read(this: void, max: number): Buffer | null;
+  read(this: void, fd: number, max: number): Buffer | null;
   /** Drops pending bytes; returns their count, or -1 at end of stream. */
-  discard(this: void): number;
+  discard(this: void, fd: number): number;
   /** Sends without blocking; returns the bytes sent (0 if buffer full). */
-  write(this: void, data: Buffer): number;
-  /** Sends one 0x00 byte carrying `other`'s descriptor; false on EAGAIN. */
-  sendFd(this: void, other: NativeSocket): boolean;
+  write(this: void, fd: number, data: Buffer): number;
+  /** Sends one 0x00 byte carrying `other`; false on EAGAIN. */
+  sendFd(this: void, fd: number, other: number): boolean;
   /** Receives one byte with one descriptor; null if nothing is pending. */
-  receiveFd(this: void): NativeSocket | null;
-  /** Forgets the descriptor and returns it, for a new owner. */
-  release(this: void): number;
-  /** Closes with close(); never shutdown(). Safe to call twice. */
-  close(this: void): void;
+  receiveFd(this: void, fd: number): number | null;
+  /** Stops watching a descriptor that gets a new owner. */
+  release(this: void, fd: number): void;
+  /** Stops watching and closes with close(); never shutdown(). */
+  closeFd(this: void, fd: number): void;
   /** shutdown(SHUT_RDWR): only for a hand-off smtpd never took. */
-  shutdown(this: void): void;
+  shutdown(this: void, fd: number): void;
+  /** Stops every watch; the descriptors stay open. */
+  close(this: void): void;
 }
 
 export interface NativeListener {
@@ -45,7 +45,7 @@ export interface NativeListener {
 }
 
 export type ConnectionCallback = (
-  socket: NativeSocket,
+  fd: number,
   clientAddress: string,
   clientPort: number,
   serverAddress: string,
@@ -94,6 +94,12 @@ export interface Addon {
     onConnection: ConnectionCallback,
     onError: (error: ListenerError) => void,
   ) => NativeListener;
-  connectUnix(this: void, path: string): NativeSocket;
-  socketPair(this: void): [NativeSocket, NativeSocket];
+  Sockets: new (
+    events: Float64Array,
+    onEvents: (count: number) => void,
+  ) => NativeSockets;
+  /** A non-blocking stream socket connected to a UNIX-domain path. */
+  connectUnix(this: void, path: string): number;
+  /** Two connected UNIX-domain stream sockets, for tests. */
+  socketPair(this: void): [number, number];
 }

@@ -23,7 +23,6 @@ int AddressPort(const sockaddr_storage& addr);
 
 // Per-environment state shared by the addon's classes.
 struct AddonData {
-  Napi::FunctionReference socketConstructor;
   Napi::ObjectReference asyncResource;
   napi_async_context asyncContext = nullptr;
   uv_loop_t* loop = nullptr;

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "socket.h"
 
 namespace postwarden {
 
@@ -236,9 +235,9 @@ void Listener::AcceptBatch() {
     socklen_t serverLength = sizeof(server);
     getsockname(fd, reinterpret_cast<sockaddr*>(&server), &serverLength);
     Napi::HandleScope scope(env);
-    Napi::Object socket = Socket::Wrap(env, fd);
     CallInScope(env, onConnection_.Value(), Value(),
-                {socket, Napi::String::New(env, FormatAddress(client)),
+                {Napi::Number::New(env, fd),
+                 Napi::String::New(env, FormatAddress(client)),
                  Napi::Number::New(env, AddressPort(client)),
                  Napi::String::New(env, FormatAddress(server)),
                  Napi::Number::New(env, AddressPort(server))});

@@ -8,13 +8,14 @@ import type { Addon } from "../native/addon.js";
 
 export type {
   Addon,
-  NativeSocket,
   NativeListener,
   NativeHandoffs,
   ListenerError,
 } from "../native/addon.js";
 
-/** Bits for NativeSocket.watch() (the addon's Readiness values). */
+export type { NativeSocket } from "./native-socket.js";
+
+/** Bits for NativeSocket.watch(). */
 export const READABLE = 1;
 export const WRITABLE = 2;
 

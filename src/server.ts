@@ -10,6 +10,7 @@ import type { AddressFamilies } from "./postfix/postconf.js";
 import { Session, type SessionContext } from "./screen/session.js";
 import { DeadlineQueue } from "./screen/deadline-queue.js";
 import { prepareHandoffs } from "./handoff/pass.js";
+import { socketSet, type SocketSet } from "./native-socket.js";
 import { VerdictCache } from "./cache/verdict-cache.js";
 import { ClientCounts } from "./intake/client-counts.js";
 import { ConnectionRates, Load } from "./intake/load.js";
@@ -33,6 +34,8 @@ export class Server {
   private readonly sessions = new Set<Session>();
   private readonly acceptWarning: RateLimitedWarning;
   private cache: VerdictCache | undefined;
+  /** The addon's socket operations and readiness watches. */
+  private readonly sockets: SocketSet;
   private greylist: GreylistService | undefined;
   /** The greet wait of every session under test, across reloads. */
   private readonly greetWaits = new DeadlineQueue();
@@ -60,6 +63,7 @@ export class Server {
     private readonly metrics: Metrics = NO_METRICS,
   ) {
     this.current = new Runtime(config, stressConfig, families, logger, metrics);
+    this.sockets = socketSet(addon);
     this.load = new Load(config.limits.preQueueLimit, logger);
     this.rates = new ConnectionRates(
       config.limits.clientConnectionRateTimeUnitMs,
@@ -158,11 +162,11 @@ export class Server {
           port,
           LISTEN_BACKLOG,
           ACCEPT_LIMIT,
-          (socket, clientAddress, clientPort, serverAddress, serverPort) => {
+          (fd, clientAddress, clientPort, serverAddress, serverPort) => {
             this.metrics.connectionAccepted(label);
             const session = new Session(
               this.load.stress ? this.contexts.stress : this.contexts.normal,
-              socket,
+              this.sockets.adopt(fd),
               { address: clientAddress, port: clientPort },
               { address: serverAddress, port: serverPort },
               proxy,

@@ -12,6 +12,10 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { READABLE, type NativeSocket } from "../../src/native.js";
+import {
+  connectUnix,
+  socketPair as nativeSocketPair,
+} from "../../src/native-socket.js";
 import { encodeAttributes } from "../../src/handoff/attributes.js";
 import {
   Handoff,
@@ -50,7 +54,7 @@ async function connectTcp(t: TestContext): Promise<TcpConnection> {
 
 /** Returns a socket pair. The test's after hook closes both ends. */
 function socketPair(t: TestContext): [NativeSocket, NativeSocket] {
-  const pair = addon.socketPair();
+  const pair = nativeSocketPair(addon);
   t.after(() => pair.forEach((socket) => socket.close()));
   return pair;
 }
@@ -439,7 +443,7 @@ function fillBacklog(t: TestContext, path: string): void {
   t.after(() => fillers.forEach((socket) => socket.close()));
   for (let i = 0; i < 1024; i++) {
     try {
-      fillers.push(addon.connectUnix(path));
+      fillers.push(connectUnix(addon, path));
     } catch (error) {
       assert.equal((error as NodeJS.ErrnoException).code, "EAGAIN");
       return;

@@ -11,8 +11,10 @@ import {
   type NativeListener,
   type NativeSocket,
 } from "../../src/native.js";
+import { socketSet } from "../../src/native-socket.js";
 
 export const addon = loadAddon();
+export const sockets = socketSet(addon);
 
 /** Default deadline of a single wait, in ms. */
 export const WAIT_MS = 2000;
@@ -109,9 +111,9 @@ export class AcceptQueue {
       port,
       16,
       acceptLimit,
-      (socket, clientAddress, clientPort, serverAddress, serverPort) => {
+      (fd, clientAddress, clientPort, serverAddress, serverPort) => {
         const accepted = {
-          socket,
+          socket: sockets.adopt(fd),
           clientAddress,
           clientPort,
           serverAddress,

@@ -284,7 +284,7 @@ const EMFILE_SCRIPT = `
   const report = { errors: [], accepted: 0, firstEnded: false, descriptors: 0 };
   const listener = new addon.Listener(
     "127.0.0.1", 0, 16, 8,
-    (socket) => { report.accepted++; socket.close(); },
+    (fd) => { report.accepted++; fs.closeSync(fd); },
     (error) => report.errors.push({
       code: error.code, errno: error.errno, syscall: error.syscall,
       paused: error.paused,

@@ -8,11 +8,13 @@ import net from "node:net";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { READABLE, WRITABLE, type NativeSocket } from "../../src/native.js";
+import { socketPair } from "../../src/native-socket.js";
 import {
   AcceptQueue,
   Client,
   addon,
   pause,
+  sockets,
   waitUntil,
   watchOnce,
 } from "./helpers.js";
@@ -123,7 +125,7 @@ test(
   // socket would spin the event loop until close().
   TIMEOUT,
   async (t) => {
-    const [socket, peer] = addon.socketPair();
+    const [socket, peer] = socketPair(addon);
     t.after(() => socket.close());
     t.after(() => peer.close());
     const notAFunction = null as unknown as () => void;
@@ -273,12 +275,12 @@ test("close inside watch callback", TIMEOUT, async (t) => {
 
 test("closed socket methods throw EBADF", TIMEOUT, async (t) => {
   const { socket } = await connect(t);
-  const [other] = addon.socketPair();
+  const [other] = socketPair(addon);
   t.after(() => other.close());
   socket.close();
 
   const calls: [string, () => unknown][] = [
-    ["uv_poll_start", () => socket.watch(READABLE, () => {})],
+    ["epoll_ctl", () => socket.watch(READABLE, () => {})],
     ["recv", () => socket.peek(10)],
     ["recv", () => socket.read(10)],
     ["recv", () => socket.discard()],
@@ -304,7 +306,7 @@ test("closed socket methods throw EBADF", TIMEOUT, async (t) => {
 
 test("sendFd rejects closed descriptor", TIMEOUT, async (t) => {
   const { socket } = await connect(t);
-  const [channel, peer] = addon.socketPair();
+  const [channel, peer] = socketPair(addon);
   t.after(() => channel.close());
   t.after(() => peer.close());
   socket.close();
@@ -373,7 +375,10 @@ test("dropped socket closes on GC", TIMEOUT, async (t) => {
     0,
     16,
     8,
-    () => accepted++,
+    (fd) => {
+      sockets.adopt(fd);
+      accepted++;
+    },
     () => {},
   );
   t.after(() => listener.close());
@@ -399,7 +404,8 @@ test("watched socket outlives its references", TIMEOUT, async (t) => {
     0,
     16,
     8,
-    (socket) => {
+    (fd) => {
+      const socket = sockets.adopt(fd);
       accepted++;
       // The pending watch must keep this socket alive until it fires.
       socket.watch(READABLE, () => {

@@ -286,6 +286,20 @@ const VOID_ZONE: Record<string, NameRecords | ResponderBehaviour> = {
   "mxb.void.example": { a: ["192.0.2.32"] },
   "mxc.void.example": { a: ["192.0.2.33"] },
   "mxd.void.example": { a: ["192.0.2.34"] },
+  // The IPv6 evaluation passes the limit at v4c, the IPv4 one at v6c.
+  "apart.void.example": {
+    txt: [
+      "v=spf1 a:v4a.void.example a:v4b.void.example a:v4c.void.example " +
+        "a:v6a.void.example a:v6b.void.example a:v6c.void.example " +
+        "ip4:192.0.2.26",
+    ],
+  },
+  "v4a.void.example": { a: ["192.0.2.51"] },
+  "v4b.void.example": { a: ["192.0.2.52"] },
+  "v4c.void.example": { a: ["192.0.2.53"] },
+  "v6a.void.example": { aaaa: ["2001:db8:61::1"] },
+  "v6b.void.example": { aaaa: ["2001:db8:62::1"] },
+  "v6c.void.example": { aaaa: ["2001:db8:63::1"] },
   "servfail.void.example": {
     txt: ["v=spf1 a:nx.void.example mx:nomx.void.example a:fail.void.example"],
   },
@@ -346,6 +360,22 @@ describe("spf void lookup limit", () => {
       "192.0.2.33/32",
       "192.0.2.34/32",
       "192.0.2.25/32",
+    ]);
+  });
+
+  test("both families pass the limit apart", async () => {
+    const result = await expand("apart.void.example", responder.server);
+    assert.equal(
+      result.permanentError,
+      "more than 2 void lookups, the limit of RFC 7208, at the A lookup " +
+        'for v6c.void.example ("a:v6c.void.example" in apart.void.example) ' +
+        "for IPv4 clients and AAAA lookup for v4c.void.example " +
+        '("a:v4c.void.example" in apart.void.example) for IPv6 clients',
+    );
+    assert.deepEqual(formatted(result), [
+      "192.0.2.51/32",
+      "192.0.2.52/32",
+      "192.0.2.53/32",
     ]);
   });
 

@@ -74,8 +74,9 @@ after(async () => {
 async function expand(
   domain: string,
   server = rbldnsd.server,
+  timeoutMs = 2000,
 ): Promise<SpfExpansion> {
-  const dns = new SpfDnsClient([server], 2000);
+  const dns = new SpfDnsClient([server], timeoutMs);
   try {
     return await expandSpf(domain, dns);
   } finally {
@@ -116,6 +117,12 @@ describe("spf expansion through rbldnsd", () => {
     assert.match(
       result.permanentError ?? "",
       /more than 10 DNS-querying terms.* at "a:host.infra.test" in limit.infra.test/,
+    );
+    // host.infra.test has no AAAA record, so the IPv6 evaluation passed the
+    // void lookup limit at the third term, and the IPv4 walk went on.
+    assert.match(
+      result.permanentError ?? "",
+      /^more than 2 void lookups, .* at the AAAA lookup for host\.infra\.test .* for IPv6 clients; more than 10/,
     );
     assert.deepEqual(formatted(result), ["192.0.2.1/32", "203.0.113.9/32"]);
   });
@@ -248,6 +255,153 @@ describe("spf expansion through a responder", () => {
   });
 });
 
+// nx.void.example is NXDOMAIN and nomx.void.example has no MX records:
+// each is one void lookup for both address families.
+const VOID_ZONE: Record<string, NameRecords | ResponderBehaviour> = {
+  "nomx.void.example": { a: ["192.0.2.30"] },
+  "three.void.example": {
+    txt: [
+      "v=spf1 ip4:192.0.2.20 a:nx.void.example ip4:192.0.2.21 " +
+        "mx:nomx.void.example ip4:192.0.2.22 include:absent.void.example " +
+        "ip4:192.0.2.23",
+    ],
+  },
+  "two.void.example": {
+    txt: [
+      "v=spf1 a:nx.void.example mx:nomx.void.example ip4:192.0.2.24 " +
+        "a:dual.void.example",
+    ],
+  },
+  "dual.void.example": { a: ["192.0.2.40"], aaaa: ["2001:db8:40::1"] },
+  // Three of the four MX hosts have no AAAA record, so an evaluation for
+  // an IPv6 client makes its third void lookup at mxd.
+  "family.void.example": {
+    txt: ["v=spf1 mx ip4:192.0.2.25 ip6:2001:db8:25::/48"],
+    mx: ["mxa", "mxb", "mxc", "mxd"].map((host, index) => ({
+      preference: index,
+      exchange: `${host}.void.example`,
+    })),
+  },
+  "mxa.void.example": { a: ["192.0.2.31"], aaaa: ["2001:db8:31::1"] },
+  "mxb.void.example": { a: ["192.0.2.32"] },
+  "mxc.void.example": { a: ["192.0.2.33"] },
+  "mxd.void.example": { a: ["192.0.2.34"] },
+  // The IPv6 evaluation passes the limit at v4c, the IPv4 one at v6c.
+  "apart.void.example": {
+    txt: [
+      "v=spf1 a:v4a.void.example a:v4b.void.example a:v4c.void.example " +
+        "a:v6a.void.example a:v6b.void.example a:v6c.void.example " +
+        "ip4:192.0.2.26",
+    ],
+  },
+  "v4a.void.example": { a: ["192.0.2.51"] },
+  "v4b.void.example": { a: ["192.0.2.52"] },
+  "v4c.void.example": { a: ["192.0.2.53"] },
+  "v6a.void.example": { aaaa: ["2001:db8:61::1"] },
+  "v6b.void.example": { aaaa: ["2001:db8:62::1"] },
+  "v6c.void.example": { aaaa: ["2001:db8:63::1"] },
+  "servfail.void.example": {
+    txt: ["v=spf1 a:nx.void.example mx:nomx.void.example a:fail.void.example"],
+  },
+  "timeout.void.example": {
+    txt: ["v=spf1 a:nx.void.example mx:nomx.void.example a:slow.void.example"],
+  },
+  "fail.void.example": { kind: "servfail" },
+  "slow.void.example": { kind: "silent" },
+};
+
+describe("spf void lookup limit", () => {
+  let responder: DnsResponder;
+  before(async () => {
+    responder = await serve(() => VOID_ZONE);
+  });
+  after(async () => {
+    await responder?.stop();
+  });
+
+  test("third void lookup stops", async () => {
+    const result = await expand("three.void.example", responder.server);
+    assert.equal(
+      result.permanentError,
+      "more than 2 void lookups, the limit of RFC 7208, at the TXT lookup " +
+        'for absent.void.example ("include:absent.void.example" in ' +
+        "three.void.example)",
+    );
+    assert.deepEqual(formatted(result), [
+      "192.0.2.20/32",
+      "192.0.2.21/32",
+      "192.0.2.22/32",
+    ]);
+  });
+
+  test("two void lookups still expand", async () => {
+    const result = await expand("two.void.example", responder.server);
+    assert.equal(result.permanentError, undefined);
+    assert.deepEqual(formatted(result), [
+      "192.0.2.24/32",
+      "192.0.2.40/32",
+      "2001:db8:40::1/128",
+    ]);
+  });
+
+  test("limit counted per address family", async () => {
+    const result = await expand("family.void.example", responder.server);
+    assert.equal(
+      result.permanentError,
+      "more than 2 void lookups, the limit of RFC 7208, at the AAAA lookup " +
+        'for mxd.void.example ("mx" in family.void.example) for IPv6 clients',
+    );
+    // The IPv4 walk goes on to the end. The IPv6 walk keeps what it found
+    // before mxd and drops the ip6 network after it.
+    assert.deepEqual(formatted(result), [
+      "192.0.2.31/32",
+      "2001:db8:31::1/128",
+      "192.0.2.32/32",
+      "192.0.2.33/32",
+      "192.0.2.34/32",
+      "192.0.2.25/32",
+    ]);
+  });
+
+  test("both families pass the limit apart", async () => {
+    const result = await expand("apart.void.example", responder.server);
+    assert.equal(
+      result.permanentError,
+      "more than 2 void lookups, the limit of RFC 7208, at the A lookup " +
+        'for v6c.void.example ("a:v6c.void.example" in apart.void.example) ' +
+        "for IPv4 clients and AAAA lookup for v4c.void.example " +
+        '("a:v4c.void.example" in apart.void.example) for IPv6 clients',
+    );
+    assert.deepEqual(formatted(result), [
+      "192.0.2.51/32",
+      "192.0.2.52/32",
+      "192.0.2.53/32",
+    ]);
+  });
+
+  test("SERVFAIL is not a void lookup", async () => {
+    await assert.rejects(
+      expand("servfail.void.example", responder.server),
+      (error: unknown) =>
+        error instanceof SpfDnsError &&
+        /A+ lookup for fail\.void\.example failed: ESERVFAIL/.test(
+          error.message,
+        ),
+    );
+  });
+
+  test("timeout is not a void lookup", async () => {
+    await assert.rejects(
+      expand("timeout.void.example", responder.server, 500),
+      (error: unknown) =>
+        error instanceof SpfDnsError &&
+        /A+ lookup for slow\.void\.example (timed out|failed: ETIMEOUT)/.test(
+          error.message,
+        ),
+    );
+  });
+});
+
 describe("spf dns failures", () => {
   test("SERVFAIL is a temporary error", async () => {
     const responder = await serve(() => ({
@@ -285,6 +439,20 @@ function memoryLogger(): {
   };
 }
 
+/** Builds an allowlist of `domains` that queries `server` and logs to `lines`. */
+function createAllowlist(
+  domains: string[],
+  server: string,
+): { lines: string[]; allowlist: InfrastructureAllowlist } {
+  const { lines, logger } = memoryLogger();
+  const allowlist = InfrastructureAllowlist.withServers(
+    { domains, refreshIntervalMs: 3600_000, timeoutMs: 1000 },
+    logger,
+    [server],
+  );
+  return { lines, allowlist };
+}
+
 describe("infrastructure allowlist refresh", () => {
   test("failed refresh keeps old set", async () => {
     let failure: ResponderBehaviour | undefined;
@@ -295,15 +463,9 @@ describe("infrastructure allowlist refresh", () => {
     const responder = await serve(() =>
       failure === undefined ? zone : { ...zone, "b.example": failure },
     );
-    const { lines, logger } = memoryLogger();
-    const allowlist = InfrastructureAllowlist.withServers(
-      {
-        domains: ["a.example", "b.example"],
-        refreshIntervalMs: 3600_000,
-        timeoutMs: 1000,
-      },
-      logger,
-      [responder.server],
+    const { lines, allowlist } = createAllowlist(
+      ["a.example", "b.example"],
+      responder.server,
     );
     try {
       await allowlist.start();
@@ -351,15 +513,38 @@ describe("infrastructure allowlist refresh", () => {
     }
   });
 
+  test("void lookup limit keeps earlier networks", async () => {
+    const responder = await serve(() => VOID_ZONE);
+    const { lines, allowlist } = createAllowlist(
+      ["three.void.example"],
+      responder.server,
+    );
+    try {
+      await allowlist.start();
+      assert.deepEqual(lines, [
+        "warning: infrastructure allowlist: invalid SPF record of " +
+          "three.void.example: more than 2 void lookups, the limit of " +
+          "RFC 7208, at the TXT lookup for absent.void.example " +
+          '("include:absent.void.example" in three.void.example); using ' +
+          "the 3 networks found before the error",
+        "infrastructure allowlist refreshed: 3 networks " +
+          "(three.void.example 3)",
+      ]);
+      assert.equal(allowlist.contains(parseAddress("192.0.2.22")), true);
+      assert.equal(allowlist.contains(parseAddress("192.0.2.23")), false);
+    } finally {
+      allowlist.stop();
+      await responder.stop();
+    }
+  });
+
   test("concurrent refresh calls share one", async () => {
     const responder = await serve(() => ({
       "c.example": { txt: ["v=spf1 ip4:192.0.2.0/24"] },
     }));
-    const { lines, logger } = memoryLogger();
-    const allowlist = InfrastructureAllowlist.withServers(
-      { domains: ["c.example"], refreshIntervalMs: 3600_000, timeoutMs: 1000 },
-      logger,
-      [responder.server],
+    const { lines, allowlist } = createAllowlist(
+      ["c.example"],
+      responder.server,
     );
     try {
       const first = allowlist.refresh();

@@ -23,11 +23,6 @@ constexpr size_t kEventSlots = 4;
 constexpr uint32_t kWaitEvents = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
 constexpr uint32_t kSendEvents = EPOLLOUT | EPOLLONESHOT;
 
-// Maximum ready channels taken from the epoll set per epoll_wait().
-constexpr int kReadyBatch = 64;
-// epoll_wait() calls per poll callback, so that a flood of closing channels
-// cannot hold the event loop.
-constexpr int kMaxWaitRounds = 16;
 // Maximum reads of stray bytes per readiness event. smtpd never writes on
 // the channel, so anything beyond this waits for the next event.
 constexpr int kMaxStrayReads = 16;
@@ -48,42 +43,10 @@ Napi::Function Handoffs::Init(Napi::Env env) {
 // new Handoffs(events, onEvents): `events` is a Float64Array that receives
 // four numbers per result, and onEvents(count) is called after each batch.
 Handoffs::Handoffs(const Napi::CallbackInfo& info)
-    : Napi::ObjectWrap<Handoffs>(info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw Napi::TypeError::New(env, "Handoffs: events must be a Float64Array");
-  }
-  if (!info[1].IsFunction()) {
-    throw Napi::TypeError::New(env, "Handoffs: onEvents must be a function");
-  }
-  Napi::Float64Array events = info[0].As<Napi::Float64Array>();
-  eventCapacity_ = events.ElementLength() / kEventSlots;
-  if (eventCapacity_ == 0) {
-    throw Napi::RangeError::New(
-        env, "Handoffs: events must have room for one result (4 numbers)");
-  }
-  eventData_ = events.Data();
-  events_ = Napi::Persistent(events);
-  onEvents_ = Napi::Persistent(info[1].As<Napi::Function>());
-
-  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
-  if (epollFd_ < 0) throw SystemError(env, errno, "epoll_create1");
-  uv_loop_t* loop = GetAddonData(env)->loop;
-  poll_ = new uv_poll_t;
-  int rc = uv_poll_init(loop, poll_, epollFd_);
-  if (rc < 0) {
-    delete poll_;
-    poll_ = nullptr;
-    close(epollFd_);
-    epollFd_ = -1;
-    throw SystemError(env, -rc, "uv_poll_init");
-  }
-  poll_->data = this;
-  uv_poll_start(poll_, UV_READABLE, OnPoll);
-  uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    : Napi::ObjectWrap<Handoffs>(info),
+      ready_(info, "Handoffs", kEventSlots, this, OnPoll) {
   timer_ = new uv_timer_t;
-  uv_timer_init(loop, timer_);
+  uv_timer_init(GetAddonData(info.Env())->loop, timer_);
   timer_->data = this;
   uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
 }
@@ -95,14 +58,7 @@ void Handoffs::CloseAll() {
   for (auto& [id, entry] : entries_) close(entry.channel);
   entries_.clear();
   deadlines_.clear();
-  if (poll_ != nullptr) {
-    uv_poll_stop(poll_);
-    poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* handle) {
-      delete reinterpret_cast<uv_poll_t*>(handle);
-    });
-    poll_ = nullptr;
-  }
+  ready_.Close();
   if (timer_ != nullptr) {
     uv_timer_stop(timer_);
     timer_->data = nullptr;
@@ -110,10 +66,6 @@ void Handoffs::CloseAll() {
       delete reinterpret_cast<uv_timer_t*>(handle);
     });
     timer_ = nullptr;
-  }
-  if (epollFd_ >= 0) {
-    close(epollFd_);
-    epollFd_ = -1;
   }
 }
 
@@ -127,7 +79,7 @@ void Handoffs::CloseAll() {
 // the result.
 Napi::Value Handoffs::Pass(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (epollFd_ < 0) throw SystemError(env, EBADF, "pass", "closed");
+  if (ready_.fd() < 0) throw SystemError(env, EBADF, "pass", "closed");
   int client = info[0].As<Napi::Number>().Int32Value();
   std::string path = info[1].As<Napi::String>().Utf8Value();
   Napi::Buffer<char> attributes = info[2].As<Napi::Buffer<char>>();
@@ -150,7 +102,7 @@ Napi::Value Handoffs::Pass(const Napi::CallbackInfo& info) {
   epoll_event event{};
   event.events = entry.waiting ? kWaitEvents : kSendEvents;
   event.data.u64 = id;
-  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, channel, &event) < 0) {
+  if (epoll_ctl(ready_.fd(), EPOLL_CTL_ADD, channel, &event) < 0) {
     err = errno;
     close(channel);
     throw SystemError(env, err, "epoll_ctl");
@@ -260,7 +212,7 @@ bool Handoffs::Rearm(uint64_t id, Entry& entry, uint32_t events) {
   epoll_event event{};
   event.events = events;
   event.data.u64 = id;
-  if (epoll_ctl(epollFd_, EPOLL_CTL_MOD, entry.channel, &event) == 0) {
+  if (epoll_ctl(ready_.fd(), EPOLL_CTL_MOD, entry.channel, &event) == 0) {
     return true;
   }
   int err = errno;
@@ -270,37 +222,14 @@ bool Handoffs::Rearm(uint64_t id, Entry& entry, uint32_t events) {
 }
 
 void Handoffs::Report(uint64_t id, int kind, int err, bool descriptorSent) {
-  if (eventCount_ == eventCapacity_) Flush();
-  double* slot = eventData_ + eventCount_ * kEventSlots;
+  double* slot = ready_.NextSlot();
   slot[0] = static_cast<double>(id);
   slot[1] = kind;
   slot[2] = err;
   slot[3] = descriptorSent ? 1 : 0;
-  eventCount_++;
 }
 
-// Calls onEvents(count) for the results gathered. The callback may call
-// pass() and finish(), so no iterator may be held across a flush.
-void Handoffs::Flush() {
-  if (eventCount_ == 0) return;
-  Napi::Env env = Env();
-  Napi::HandleScope scope(env);
-  double count = static_cast<double>(eventCount_);
-  eventCount_ = 0;
-  CallFromLoop(env, onEvents_.Value(), Value(),
-               {Napi::Number::New(env, count)});
-}
-
-void Handoffs::UpdateRef() {
-  bool wanted = !entries_.empty();
-  if (wanted == referenced_ || poll_ == nullptr) return;
-  referenced_ = wanted;
-  if (wanted) {
-    uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
-  } else {
-    uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
-  }
-}
+void Handoffs::UpdateRef() { ready_.Reference(!entries_.empty()); }
 
 void Handoffs::HandleReady(uint64_t id) {
   auto found = entries_.find(id);
@@ -356,16 +285,8 @@ void Handoffs::HandleReady(uint64_t id) {
 void Handoffs::OnPoll(uv_poll_t* handle, int status, int) {
   auto* self = static_cast<Handoffs*>(handle->data);
   if (self == nullptr || status < 0) return;
-  epoll_event ready[kReadyBatch];
-  for (int round = 0; round < kMaxWaitRounds && self->epollFd_ >= 0; round++) {
-    int n = epoll_wait(self->epollFd_, ready, kReadyBatch, 0);
-    if (n <= 0) break;
-    for (int i = 0; i < n; i++) self->HandleReady(ready[i].data.u64);
-    // Results go out before the next batch, because onEvents may close
-    // this object or start hand-offs that the next batch reports.
-    self->Flush();
-    if (n < kReadyBatch) break;
-  }
+  self->ready_.Drain(
+      [self](const epoll_event& event) { self->HandleReady(event.data.u64); });
   self->UpdateRef();
 }
 
@@ -376,7 +297,7 @@ void Handoffs::OnTimer(uv_timer_t* handle) {
   self->ExpireDeadlines();
   self->ArmTimer();
   self->UpdateRef();
-  self->Flush();
+  self->ready_.Flush();
 }
 
 // Ends every hand-off whose deadline has passed: a send still in progress

@@ -17,6 +17,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "ready-set.h"
+
 namespace postwarden {
 
 class Handoffs : public Napi::ObjectWrap<Handoffs> {
@@ -53,25 +55,16 @@ class Handoffs : public Napi::ObjectWrap<Handoffs> {
   void ExpireDeadlines();
   void ArmTimer();
   void Report(uint64_t id, int kind, int err, bool descriptorSent = false);
-  void Flush();
   void UpdateRef();
   void CloseAll();
 
-  int epollFd_ = -1;
-  uv_poll_t* poll_ = nullptr;
+  ReadySet<Handoffs> ready_;
   uv_timer_t* timer_ = nullptr;
   uint64_t nextId_ = 1;
   std::unordered_map<uint64_t, Entry> entries_;
   // (deadline in ms of uv_hrtime, id), earliest first.
   std::set<std::pair<uint64_t, uint64_t>> deadlines_;
   uint64_t timerDue_ = 0;
-  bool referenced_ = false;
-
-  Napi::Reference<Napi::Float64Array> events_;
-  double* eventData_ = nullptr;
-  size_t eventCapacity_ = 0;
-  size_t eventCount_ = 0;
-  Napi::FunctionReference onEvents_;
 };
 
 }  // namespace postwarden

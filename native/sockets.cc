@@ -17,11 +17,6 @@ constexpr int kWritable = 2;
 constexpr size_t kMaxPeek = 65536;
 // Numbers per result: descriptor, generation, status, events.
 constexpr size_t kEventSlots = 4;
-// Maximum ready descriptors taken from the epoll set per epoll_wait().
-constexpr int kReadyBatch = 64;
-// epoll_wait() calls per poll callback, so that a flood of ready clients
-// cannot hold the event loop.
-constexpr int kMaxWaitRounds = 16;
 
 // Receives without blocking, retrying EINTR; returns recv()'s result.
 ssize_t Receive(int fd, char* buffer, size_t size, int flags) {
@@ -68,57 +63,14 @@ Napi::Function Sockets::Init(Napi::Env env) {
 // four numbers per readiness result, and onEvents(count) is called after
 // each batch.
 Sockets::Sockets(const Napi::CallbackInfo& info)
-    : Napi::ObjectWrap<Sockets>(info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw Napi::TypeError::New(env, "Sockets: events must be a Float64Array");
-  }
-  if (!info[1].IsFunction()) {
-    throw Napi::TypeError::New(env, "Sockets: onEvents must be a function");
-  }
-  Napi::Float64Array events = info[0].As<Napi::Float64Array>();
-  eventCapacity_ = events.ElementLength() / kEventSlots;
-  if (eventCapacity_ == 0) {
-    throw Napi::RangeError::New(
-        env, "Sockets: events must have room for one result (4 numbers)");
-  }
-  eventData_ = events.Data();
-  events_ = Napi::Persistent(events);
-  onEvents_ = Napi::Persistent(info[1].As<Napi::Function>());
-
-  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
-  if (epollFd_ < 0) throw SystemError(env, errno, "epoll_create1");
-  poll_ = new uv_poll_t;
-  int rc = uv_poll_init(GetAddonData(env)->loop, poll_, epollFd_);
-  if (rc < 0) {
-    delete poll_;
-    poll_ = nullptr;
-    close(epollFd_);
-    epollFd_ = -1;
-    throw SystemError(env, -rc, "uv_poll_init");
-  }
-  poll_->data = this;
-  uv_poll_start(poll_, UV_READABLE, OnPoll);
-  uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
-}
+    : Napi::ObjectWrap<Sockets>(info),
+      ready_(info, "Sockets", kEventSlots, this, OnPoll) {}
 
 Sockets::~Sockets() { CloseAll(); }
 
 // Stops watching; the descriptors stay open, as they belong to JavaScript.
 void Sockets::CloseAll() {
-  if (poll_ != nullptr) {
-    uv_poll_stop(poll_);
-    poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* handle) {
-      delete reinterpret_cast<uv_poll_t*>(handle);
-    });
-    poll_ = nullptr;
-  }
-  if (epollFd_ >= 0) {
-    close(epollFd_);
-    epollFd_ = -1;
-  }
+  ready_.Close();
   watches_.clear();
   armed_ = 0;
 }
@@ -149,8 +101,8 @@ void Sockets::Forget(int fd) {
   if (watch == nullptr || !watch->registered) return;
   Disarm(*watch);
   watch->registered = false;
-  if (epollFd_ >= 0) epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
-  UpdateRef();
+  if (ready_.fd() >= 0) epoll_ctl(ready_.fd(), EPOLL_CTL_DEL, fd, nullptr);
+  ready_.Reference(armed_ > 0);
 }
 
 // watch(fd, events) reports once when the socket is readable (1), writable
@@ -160,7 +112,8 @@ void Sockets::Forget(int fd) {
 Napi::Value Sockets::WatchFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Descriptor(info, "epoll_ctl");
-  if (epollFd_ < 0) throw SystemError(env, EBADF, "epoll_ctl", "closed");
+  int epollFd = ready_.fd();
+  if (epollFd < 0) throw SystemError(env, EBADF, "epoll_ctl", "closed");
   int requested = info[1].As<Napi::Number>().Int32Value();
   epoll_event event{};
   event.events = EPOLLONESHOT;
@@ -174,7 +127,7 @@ Napi::Value Sockets::WatchFd(const Napi::CallbackInfo& info) {
   watch.requested = requested & (kReadable | kWritable);
   if (watch.registered) {
     event.data.u64 = (static_cast<uint64_t>(watch.generation) << 32) | fd;
-    if (epoll_ctl(epollFd_, EPOLL_CTL_MOD, fd, &event) < 0) {
+    if (epoll_ctl(epollFd, EPOLL_CTL_MOD, fd, &event) < 0) {
       // Closed elsewhere since, which took it out of the set.
       if (errno != ENOENT) throw SystemError(env, errno, "epoll_ctl");
       watch.registered = false;
@@ -184,7 +137,7 @@ Napi::Value Sockets::WatchFd(const Napi::CallbackInfo& info) {
   if (!watch.registered) {
     watch.generation++;
     event.data.u64 = (static_cast<uint64_t>(watch.generation) << 32) | fd;
-    if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, fd, &event) < 0) {
+    if (epoll_ctl(epollFd, EPOLL_CTL_ADD, fd, &event) < 0) {
       throw SystemError(env, errno, "epoll_ctl");
     }
     watch.registered = true;
@@ -193,7 +146,7 @@ Napi::Value Sockets::WatchFd(const Napi::CallbackInfo& info) {
     watch.armed = true;
     armed_++;
   }
-  UpdateRef();
+  ready_.Reference(true);
   return Napi::Number::New(env, watch.generation);
 }
 
@@ -360,71 +313,37 @@ Napi::Value Sockets::Close(const Napi::CallbackInfo& info) {
 // seen. A hang-up is reported as readable, so that the reader
 // finds the end of stream.
 void Sockets::Report(int fd, int status, int events) {
-  if (eventCount_ == eventCapacity_) Flush();
-  Watch& watch = watches_[fd];
-  double* slot = eventData_ + eventCount_ * kEventSlots;
+  double* slot = ready_.NextSlot();
   slot[0] = fd;
-  slot[1] = watch.generation;
+  slot[1] = watches_[fd].generation;
   slot[2] = status;
   slot[3] = events;
-  eventCount_++;
 }
 
-// Calls onEvents(count) for the results gathered, in one callback scope.
-// The callback may watch, release and close descriptors, so no reference
-// into watches_ may be held across a flush.
-void Sockets::Flush() {
-  if (eventCount_ == 0) return;
-  Napi::Env env = Env();
-  Napi::HandleScope scope(env);
-  double count = static_cast<double>(eventCount_);
-  eventCount_ = 0;
-  CallFromLoop(env, onEvents_.Value(), Value(),
-               {Napi::Number::New(env, count)});
-}
-
-void Sockets::UpdateRef() {
-  bool wanted = armed_ > 0;
-  if (wanted == referenced_ || poll_ == nullptr) return;
-  referenced_ = wanted;
-  if (wanted) {
-    uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
-  } else {
-    uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+void Sockets::HandleReady(const epoll_event& event) {
+  int fd = static_cast<int>(event.data.u64 & 0xffffffffu);
+  auto generation = static_cast<uint32_t>(event.data.u64 >> 32);
+  Watch* watch = Find(fd);
+  // Forgotten, re-added for a newer socket, or reported already.
+  if (watch == nullptr || !watch->registered || !watch->armed ||
+      watch->generation != generation) {
+    return;
   }
+  Disarm(*watch);
+  // The error itself stays pending, for the caller's next call to see.
+  int status = (event.events & EPOLLERR) ? -EIO : 0;
+  int reported = 0;
+  if (event.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) reported |= kReadable;
+  if (event.events & (EPOLLOUT | EPOLLHUP)) reported |= kWritable;
+  Report(fd, status, reported & watch->requested);
 }
 
 void Sockets::OnPoll(uv_poll_t* handle, int status, int) {
   auto* self = static_cast<Sockets*>(handle->data);
   if (self == nullptr || status < 0) return;
-  epoll_event ready[kReadyBatch];
-  for (int round = 0; round < kMaxWaitRounds && self->epollFd_ >= 0; round++) {
-    int n = epoll_wait(self->epollFd_, ready, kReadyBatch, 0);
-    if (n <= 0) break;
-    for (int i = 0; i < n; i++) {
-      int fd = static_cast<int>(ready[i].data.u64 & 0xffffffffu);
-      auto generation = static_cast<uint32_t>(ready[i].data.u64 >> 32);
-      Watch* watch = self->Find(fd);
-      // Forgotten, re-added for a newer socket, or reported already.
-      if (watch == nullptr || !watch->registered || !watch->armed ||
-          watch->generation != generation) {
-        continue;
-      }
-      self->Disarm(*watch);
-      uint32_t seen = ready[i].events;
-      // The error itself stays pending, for the caller's next call to see.
-      int status = (seen & EPOLLERR) ? -EIO : 0;
-      int reported = 0;
-      if (seen & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) reported |= kReadable;
-      if (seen & (EPOLLOUT | EPOLLHUP)) reported |= kWritable;
-      self->Report(fd, status, reported & watch->requested);
-    }
-    // Results go out before the next batch, because onEvents may close
-    // descriptors that the next batch reports.
-    self->Flush();
-    if (n < kReadyBatch) break;
-  }
-  self->UpdateRef();
+  self->ready_.Drain(
+      [self](const epoll_event& event) { self->HandleReady(event); });
+  self->ready_.Reference(self->armed_ > 0);
 }
 
 }  // namespace postwarden

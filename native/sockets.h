@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "ready-set.h"
+
 namespace postwarden {
 
 class Sockets : public Napi::ObjectWrap<Sockets> {
@@ -54,22 +56,13 @@ class Sockets : public Napi::ObjectWrap<Sockets> {
   Watch* Find(int fd);
   void Disarm(Watch& watch);
   void Forget(int fd);
+  void HandleReady(const epoll_event& event);
   void Report(int fd, int status, int events);
-  void Flush();
-  void UpdateRef();
   void CloseAll();
 
-  int epollFd_ = -1;
-  uv_poll_t* poll_ = nullptr;
+  ReadySet<Sockets> ready_;
   std::vector<Watch> watches_;
   size_t armed_ = 0;
-  bool referenced_ = false;
-
-  Napi::Reference<Napi::Float64Array> events_;
-  double* eventData_ = nullptr;
-  size_t eventCapacity_ = 0;
-  size_t eventCount_ = 0;
-  Napi::FunctionReference onEvents_;
 };
 
 }  // namespace postwarden

@@ -41,6 +41,13 @@ export interface HoldSample {
   heldRssKiB: number;
   idleAnonKiB: number;
   heldAnonKiB: number;
+  /**
+   * VmRSS idle and holding, read again once the front has been idle for
+   * Sizes.settleMs, so that garbage left from start-up and from opening
+   * the connections no longer counts.
+   */
+  settledIdleRssKiB: number;
+  settledHeldRssKiB: number;
   /** Descriptors open in the front process while holding. */
   heldDescriptors: number;
   /** Seconds from the first connect to the last teaser. */
@@ -105,6 +112,11 @@ export interface Sizes {
   newConcurrency: number;
   holdPostwarden: number[];
   holdPostscreen: number[];
+  /**
+   * Wait before reading the settled RSS, idle and holding, in ms: longer
+   * than the 8 s of inactivity after which V8 collects garbage by itself.
+   */
+  settleMs: number;
   large: { bytes: number; sessions: number; concurrency: number }[];
   warmupSessions: number;
   cacheSources: number;

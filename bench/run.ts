@@ -55,6 +55,7 @@ const FULL: Sizes = {
   newConcurrency: 100,
   holdPostwarden: [1000, 10_000],
   holdPostscreen: [1000, 4000],
+  settleMs: 12_000,
   large: [
     { bytes: 10 * 1024, sessions: 1000, concurrency: 20 },
     { bytes: 1024 * 1024, sessions: 100, concurrency: 20 },
@@ -74,6 +75,7 @@ const SMOKE: Sizes = {
   newConcurrency: 20,
   holdPostwarden: [50, 200],
   holdPostscreen: [50, 200],
+  settleMs: 2000,
   large: [
     { bytes: 10 * 1024, sessions: 20, concurrency: 10 },
     { bytes: 1024 * 1024, sessions: 4, concurrency: 2 },
@@ -589,11 +591,13 @@ class Bench {
           round,
         );
         this.results.hold.push(sample);
-        const perConnection =
-          (sample.heldRssKiB - sample.idleRssKiB) / Math.max(1, count);
+        const perConnection = (held: number, idle: number): string =>
+          ((held - idle) / Math.max(1, count)).toFixed(2);
         this.log(
           `  hold ${id} K=${count}: ${sample.held} held, ` +
-            `${perConnection.toFixed(2)} KiB each` +
+            `${perConnection(sample.settledHeldRssKiB, sample.settledIdleRssKiB)} ` +
+            `KiB each settled, ` +
+            `${perConnection(sample.heldRssKiB, sample.idleRssKiB)} after 1 s` +
             (sample.failed + sample.closedEarly > 0
               ? `, ${sample.failed} failed, ${sample.closedEarly} closed early`
               : ""),
@@ -647,10 +651,14 @@ class Bench {
     const idleDescriptors = await this.waitForDescriptors(pid, undefined);
     await sleep(500);
     const idle = memory(pid);
+    await sleep(this.sizes.settleMs);
+    const settledIdle = memory(pid);
 
     const result = await this.load.hold({ ...job, connections });
     await sleep(1000);
     const held = memory(pid);
+    await sleep(this.sizes.settleMs);
+    const settledHeld = memory(pid);
     const heldDescriptors = readdirSync(`/proc/${pid}/fd`).length;
     const released = await this.load.release();
     await this.waitForDescriptors(pid, idleDescriptors);
@@ -680,6 +688,8 @@ class Bench {
       heldRssKiB: held.rssKiB,
       idleAnonKiB: idle.anonKiB,
       heldAnonKiB: held.anonKiB,
+      settledIdleRssKiB: settledIdle.rssKiB,
+      settledHeldRssKiB: settledHeld.rssKiB,
       heldDescriptors,
       connectSeconds: result.elapsedMs / 1000,
     };

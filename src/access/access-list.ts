@@ -9,6 +9,7 @@
 import { CidrTable, type AccessResult } from "./cidr-table.js";
 import {
   networkContains,
+  networkContainsAddress,
   parseAddress,
   parseNetworkList,
   type IpAddress,
@@ -66,19 +67,23 @@ export class AccessList {
 
   /** Returns permit, reject, or undefined when nothing decides. */
   evaluate(address: string): Exclude<AccessResult, "dunno"> | undefined {
-    if (this.permitSource?.contains(parseAddress(address)) === true) {
+    if (this.empty) return undefined;
+    const client = parseAddress(address);
+    if (this.permitSource?.contains(client) === true) {
       return "permit";
     }
     for (const item of this.items) {
       if (item.kind === "mynetworks") {
         if (
-          this.mynetworks.some((network) => networkContains(network, address))
+          this.mynetworks.some((network) =>
+            networkContainsAddress(network, client),
+          )
         ) {
           return "permit";
         }
         continue;
       }
-      const result = item.table.lookup(address);
+      const result = item.table.lookupAddress(client);
       if (result === "permit" || result === "reject") return result;
     }
     return undefined;

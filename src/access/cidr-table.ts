@@ -139,7 +139,11 @@ export class CidrTable {
    * an invalid address.
    */
   lookup(address: string): AccessResult | undefined {
-    const client = parseAddress(address);
+    return this.lookupAddress(parseAddress(address));
+  }
+
+  /** Looks up an address parsed already; see lookup(). */
+  lookupAddress(client: IpAddress): AccessResult | undefined {
     let index = 0;
     // Every step moves forward, because an if's endIndex is after it.
     while (index < this.rules.length) {

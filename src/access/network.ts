@@ -189,18 +189,36 @@ export function formatNetwork(network: Network): string {
   return `${formatAddress(network)}/${network.prefixLength}`;
 }
 
-/** Parses four decimal octets, as inet_pton(AF_INET) does. */
+/**
+ * Parses four decimal octets, as inet_pton(AF_INET) does: one to three
+ * digits each, without leading zeros. Every client is parsed at least
+ * once, so this reads characters instead of splitting and matching.
+ */
 function parseIpv4(text: string): bigint | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
-  let bits = 0n;
-  for (const part of parts) {
-    if (!/^(?:0|[1-9][0-9]{0,2})$/.test(part)) return undefined;
-    const octet = Number(part);
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 0x2e) {
+      if (digits === 0 || dots === 3) return undefined;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+      continue;
+    }
+    const digit = code - 0x30;
+    if (digit < 0 || digit > 9) return undefined;
+    // A leading zero is only valid as the whole octet.
+    if (digits > 0 && octet === 0) return undefined;
+    octet = octet * 10 + digit;
+    digits++;
     if (octet > 255) return undefined;
-    bits = (bits << 8n) | BigInt(octet);
   }
-  return bits;
+  if (digits === 0 || dots !== 3) return undefined;
+  return BigInt(value * 256 + octet);
 }
 
 /**

@@ -252,6 +252,37 @@ test("parseNetwork rejects invalid patterns", () => {
   }
 });
 
+test("parseAddress agrees with isIP on IPv4", () => {
+  const octetLike = fc.string({
+    unit: fc.constantFrom(..."0123456789."),
+    maxLength: 17,
+  });
+  fc.assert(
+    fc.property(octetLike, (text) => {
+      let parsed: bigint | undefined;
+      try {
+        parsed = parseAddress(text).bits;
+      } catch {
+        parsed = undefined;
+      }
+      assert.equal(parsed !== undefined, isIP(text) === 4, text);
+      if (parsed !== undefined) {
+        const expected = text
+          .split(".")
+          .reduce((bits, octet) => (bits << 8n) | BigInt(octet), 0n);
+        assert.equal(parsed, expected, text);
+      }
+    }),
+    { numRuns: 5000 },
+  );
+  for (const text of ["0.0.0.0", "255.255.255.255", "10.0.0.1"]) {
+    assert.equal(parseAddress(text).family, 4, text);
+  }
+  for (const text of ["1.2.3", "1.2.3.4.", ".1.2.3", "1..2.3", "256.0.0.1"]) {
+    assert.throws(() => parseAddress(text), /invalid address/, text);
+  }
+});
+
 test("parseAddress maps IPv4 in IPv6", () => {
   const ipv4 = { family: 4, bits: 0xc0000201n };
   assert.deepEqual(parseAddress("192.0.2.1"), ipv4);

@@ -39,13 +39,15 @@ function perConnectionKiB(sample: HoldSample): number {
   );
 }
 
-/** RSS per held connection 1 s after the last one opened. */
+/**
+ * RSS per held connection 1 s after the last one opened, above the
+ * settled idle RSS: what the connections keep, and the garbage from
+ * opening them that has not been collected yet.
+ */
 function earlyPerConnectionKiB(sample: HoldSample): number {
-  return (sample.heldRssKiB - sample.idleRssKiB) / Math.max(1, sample.held);
-}
-
-function anonPerConnectionKiB(sample: HoldSample): number {
-  return (sample.heldAnonKiB - sample.idleAnonKiB) / Math.max(1, sample.held);
+  return (
+    (sample.heldRssKiB - sample.settledIdleRssKiB) / Math.max(1, sample.held)
+  );
 }
 
 /** Per-round ratios of hold samples of two targets at given sizes. */
@@ -332,7 +334,6 @@ class Report {
         show(spread(samples.map((s) => s.settledHeldRssKiB / 1024)), 1),
         show(spread(samples.map(perConnectionKiB)), 2),
         show(spread(samples.map(earlyPerConnectionKiB)), 2),
-        show(spread(samples.map(anonPerConnectionKiB)), 2),
         show(spread(samples.map((s) => s.connectSeconds)), 1),
         `${samples.reduce((n, s) => n + s.failed + s.closedEarly, 0)}`,
       ];
@@ -345,7 +346,6 @@ class Report {
         "RSS holding K, MiB, settled",
         "RSS KiB per connection, settled",
         "RSS KiB per connection after 1 s",
-        "RssAnon KiB per connection after 1 s",
         "seconds to open K",
         "errors",
       ],
@@ -704,17 +704,17 @@ ${this.largeTables()}
 
 K idle clients held in a 60 s greet wait, then released. RSS per
 connection is (VmRSS holding K − VmRSS idle) / K from
-\`/proc/PID/status\`; RssAnon the same for anonymous memory. Both VmRSS
-values are read twice: 1 s after the last connection opened (and 0.5 s
-after start for the idle value), and again once the front has been idle
-for ${this.results.sizes.settleMs / 1000} s.
-After 8 s without allocation V8 collects garbage by itself, so the settled values count what the
-connections keep, and the early ones also the garbage left from start-up
-and from opening them. postscreen has no garbage collector, so its two
-values are the same. The target compares the settled values. Each
-measurement starts from a fresh front process (postwarden restarted,
-postscreen stopped so that master starts a new one), because a process
-that held connections before reuses the memory it freed.
+\`/proc/PID/status\`. The idle value is read once the fresh front has
+been idle for ${this.results.sizes.settleMs / 1000} s, and the value
+holding K twice: 1 s after the last connection opened, and again after
+${this.results.sizes.settleMs / 1000} s. V8 collects garbage by itself
+after about 8 s without allocation, so the settled value counts what the
+connections keep, and the early one also the garbage left from opening
+them. postscreen has no garbage collector, so its two values are the
+same. The target compares the settled values. Each measurement starts
+from a fresh front process (postwarden restarted, postscreen stopped so
+that master starts a new one), because a process that held connections
+before reuses the memory it freed.
 
 ${this.holdTable()}
 

@@ -597,7 +597,8 @@ class Bench {
           `  hold ${id} K=${count}: ${sample.held} held, ` +
             `${perConnection(sample.settledHeldRssKiB, sample.settledIdleRssKiB)} ` +
             `KiB each settled, ` +
-            `${perConnection(sample.heldRssKiB, sample.idleRssKiB)} after 1 s` +
+            `${perConnection(sample.heldRssKiB, sample.settledIdleRssKiB)} ` +
+            "after 1 s" +
             (sample.failed + sample.closedEarly > 0
               ? `, ${sample.failed} failed, ${sample.closedEarly} closed early`
               : ""),

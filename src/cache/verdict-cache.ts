@@ -26,6 +26,13 @@ export interface CacheSettings {
   retentionMs: number;
 }
 
+/** The local part of a lookup; see VerdictCache.lookupLocal(). */
+export interface LocalLookup {
+  /** True when `record` is the result and Redis needs no lookup. */
+  final: boolean;
+  record: CacheRecord | undefined;
+}
+
 export interface CleanupResult {
   retained: number;
   dropped: number;
@@ -128,6 +135,19 @@ export class VerdictCache {
     key: string,
     now = Date.now(),
   ): Promise<CacheRecord | undefined> {
+    const local = this.lookupLocal(key, now);
+    return local.final
+      ? local.record
+      : this.lookupShared(key, local.record, now);
+  }
+
+  /**
+   * Reads the local store. Returns the result when it needs no Redis
+   * lookup (final), or else the local copy that lookupShared() falls back
+   * to. A session calls this first, so that a local result costs no
+   * promise.
+   */
+  lookupLocal(key: string, now = Date.now()): LocalLookup {
     let local: CacheRecord | undefined;
     let syncedAt = 0;
     try {
@@ -145,9 +165,17 @@ export class VerdictCache {
       "local",
       local === undefined ? "miss" : localResult,
     );
-    if (this.redis === undefined) return local;
-    if (local !== undefined && fresh) return local;
+    const final = this.redis === undefined || (local !== undefined && fresh);
+    return { final, record: local };
+  }
 
+  /** Looks the key up in Redis, after lookupLocal() had no final result. */
+  async lookupShared(
+    key: string,
+    local: CacheRecord | undefined,
+    now = Date.now(),
+  ): Promise<CacheRecord | undefined> {
+    if (this.redis === undefined) return local;
     const result = await this.redis.get(key);
     this.metrics.cacheLookup("shared", result.status);
     switch (result.status) {

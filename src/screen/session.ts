@@ -340,7 +340,12 @@ export class Session implements DeadlineEntry, GreetingEvents {
       this.continueAfterCache(undefined);
       return;
     }
-    cache.lookup(this.key).then(
+    const local = cache.lookupLocal(this.key);
+    if (local.final) {
+      this.continueAfterCache(local.record);
+      return;
+    }
+    cache.lookupShared(this.key, local.record).then(
       (record) => this.continueAfterCache(record),
       (error: unknown) => {
         logger.warning(

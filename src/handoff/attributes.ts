@@ -38,14 +38,15 @@ function checkPort(port: number, role: string): string {
 
 /** Validates and encodes the four attributes; throws AttributeError. */
 export function encodeAttributes(attributes: ConnectionAttributes): Buffer {
-  const pairs: [string, string][] = [
-    ["client_address", normalizeAddress(attributes.clientAddress, "client")],
-    ["client_port", checkPort(attributes.clientPort, "client")],
-    ["server_address", normalizeAddress(attributes.serverAddress, "server")],
-    ["server_port", checkPort(attributes.serverPort, "server")],
-  ];
-  const text = pairs.map(([name, value]) => `${name}\0${value}\0`).join("");
-  return Buffer.from(text + "\0", "latin1");
+  const clientAddress = normalizeAddress(attributes.clientAddress, "client");
+  const clientPort = checkPort(attributes.clientPort, "client");
+  const serverAddress = normalizeAddress(attributes.serverAddress, "server");
+  const serverPort = checkPort(attributes.serverPort, "server");
+  return Buffer.from(
+    `client_address\0${clientAddress}\0client_port\0${clientPort}\0` +
+      `server_address\0${serverAddress}\0server_port\0${serverPort}\0\0`,
+    "latin1",
+  );
 }
 
 /**

@@ -74,6 +74,10 @@ const NO_PASSES: Readonly<Partial<Record<TestName, number>>> = Object.freeze(
   {},
 );
 
+/** The words of the access list's log lines, as respectful_logging sets. */
+const RESPECTFUL_WORDS = { allow: "ALLOW", deny: "DENY" };
+const LEGACY_WORDS = { allow: "WHITE", deny: "BLACK" };
+
 /** The dummy engine's RCPT reply to a client that has to come back. */
 const REPLY_COME_BACK = "450 4.3.2 Service currently unavailable\r\n";
 const REPLY_PROTOCOL_ERROR_ENFORCE = "550 5.5.1 Protocol error\r\n";
@@ -300,9 +304,7 @@ export class Session implements DeadlineEntry, GreetingEvents {
       return;
     }
 
-    const words = config.respectfulLogging
-      ? { allow: "ALLOW", deny: "DENY" }
-      : { allow: "WHITE", deny: "BLACK" };
+    const words = config.respectfulLogging ? RESPECTFUL_WORDS : LEGACY_WORDS;
     let access = config.accessList.evaluate(this.client.address);
     // A client that mailed a spam trap is treated as denylisted.
     if (
@@ -366,20 +368,23 @@ export class Session implements DeadlineEntry, GreetingEvents {
     const dnsblEnabled = dnsbl?.enabled === true;
     this.greetingTodo = greetingEnabled && !hasPassed(record, "pregreet", now);
     this.dnsblTodo = dnsblEnabled && !hasPassed(record, "dnsbl", now);
-    const engine = config.engine;
-    const deepEnabled: [DeepTest, boolean][] = [
-      ["pipelining", engine.pipelining.enabled],
-      ["nonSmtp", engine.nonSmtp.enabled],
-      ["bareNewline", engine.bareNewline.enabled],
-    ];
-    for (const [test, enabled] of deepEnabled) {
-      if (enabled && !hasPassed(record, test, now)) this.addDeepTest(test);
+    const { pipelining, nonSmtp, bareNewline } = config.engine;
+    if (pipelining.enabled && !hasPassed(record, "pipelining", now)) {
+      this.addDeepTest("pipelining");
+    }
+    if (nonSmtp.enabled && !hasPassed(record, "nonSmtp", now)) {
+      this.addDeepTest("nonSmtp");
+    }
+    if (bareNewline.enabled && !hasPassed(record, "bareNewline", now)) {
+      this.addDeepTest("bareNewline");
     }
 
     const anyEnabled =
       greetingEnabled ||
       dnsblEnabled ||
-      deepEnabled.some(([, enabled]) => enabled);
+      pipelining.enabled ||
+      nonSmtp.enabled ||
+      bareNewline.enabled;
     if (
       record !== undefined &&
       anyEnabled &&

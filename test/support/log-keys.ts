@@ -1,4 +1,5 @@
-// The fixed keys of the JSON log's records, as the README documents them.
+// The fixed keys of the JSON log's records, as docs/observability.md
+// documents them.
 
 /** Keys of an event record, in order. */
 export const EVENT_KEYS = [

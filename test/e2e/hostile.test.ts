@@ -31,6 +31,11 @@ import {
   rssKiB,
 } from "../support/process-checks.js";
 import { rawClient, reset, type RawResult } from "../support/raw-client.js";
+import {
+  expectPostfixLogClean,
+  startAttackTarget,
+  stopPostwarden,
+} from "../support/attack-target.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 
 requireRootAndPostfix();
@@ -65,50 +70,10 @@ function escapeRegExp(text: string): string {
   return text.replace(/[[\].*+?^$()|{}\\]/g, "\\$&");
 }
 
-async function startPostwarden(
+function startPostwarden(
   ...extra: string[]
 ): Promise<{ warden: PostwardenProcess; port: number }> {
-  const warden = PostwardenProcess.start({
-    args: [
-      "--config",
-      "/dev/null",
-      "--listen",
-      "127.0.0.1:0",
-      "--queue-directory",
-      postfix.queueDirectory,
-      "--postfix-config-directory",
-      postfix.configDirectory,
-      "--greet-wait",
-      "1s",
-      "-o",
-      "myhostname=warden.example.com",
-      "-o",
-      "access_list=",
-      // With the verdict cache a client's second connection skips the
-      // tests ("PASS OLD"), but every attack here needs first-contact clients.
-      "-o",
-      "cache_map=",
-      // The attacks come from few addresses in large numbers; the load
-      // limits have tests of their own.
-      "-o",
-      "client_connection_count_limit=0",
-      "-o",
-      "pre_queue_limit=100000",
-      "-o",
-      "post_queue_limit=100000",
-      ...extra,
-    ],
-  });
-  const port = await warden.listeningPort();
-  // Startup opens more descriptors after the listeners (the verdict cache,
-  // the hand-off epoll set): tests that count them start from here.
-  await warden.waitForLog(/postwarden started/);
-  return { warden, port };
-}
-
-async function stopPostwarden(warden: PostwardenProcess): Promise<void> {
-  if (warden.exited) return;
-  assert.equal(await warden.stop(), 0, "postwarden did not exit with 0");
+  return startAttackTarget(postfix, ...extra);
 }
 
 /** Waits until `count` log lines match, because the log comes through a pipe. */
@@ -152,13 +117,7 @@ function udpSocketCount(pid: number): number {
 }
 
 function expectSmtpdLogClean(instance: PostfixInstance = postfix): void {
-  const bad = instance
-    .log()
-    .split("\n")
-    .filter((line) =>
-      /fatal:|panic:|bad command startup|cannot receive|throttling/.test(line),
-    );
-  assert.deepEqual(bad, [], "smtpd logged errors");
+  expectPostfixLogClean(instance);
 }
 
 /** Reads the whole dialogue of a patient client that quits. */

@@ -17,18 +17,25 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import {
-  connect,
-  createServer,
-  type Server,
-  type Socket,
-  type SocketConnectOpts,
-} from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PostfixInstance } from "../support/postfix.js";
 import { PostwardenProcess } from "../support/postwarden.js";
 import { SmtpClient } from "../support/smtp-client.js";
+import {
+  descriptorCount,
+  expectDescriptorsBack,
+  expectIdle,
+  expectWellFormedLog,
+  rssKiB,
+} from "../support/process-checks.js";
+import { rawClient, reset, type RawResult } from "../support/raw-client.js";
+import {
+  expectPostfixLogClean,
+  startAttackTarget,
+  stopPostwarden,
+} from "../support/attack-target.js";
 import { requireRootAndPostfix } from "../support/requirements.js";
 
 requireRootAndPostfix();
@@ -63,50 +70,10 @@ function escapeRegExp(text: string): string {
   return text.replace(/[[\].*+?^$()|{}\\]/g, "\\$&");
 }
 
-async function startPostwarden(
+function startPostwarden(
   ...extra: string[]
 ): Promise<{ warden: PostwardenProcess; port: number }> {
-  const warden = PostwardenProcess.start({
-    args: [
-      "--config",
-      "/dev/null",
-      "--listen",
-      "127.0.0.1:0",
-      "--queue-directory",
-      postfix.queueDirectory,
-      "--postfix-config-directory",
-      postfix.configDirectory,
-      "--greet-wait",
-      "1s",
-      "-o",
-      "myhostname=warden.example.com",
-      "-o",
-      "access_list=",
-      // With the verdict cache a client's second connection skips the
-      // tests ("PASS OLD"), but every attack here needs first-contact clients.
-      "-o",
-      "cache_map=",
-      // The attacks come from few addresses in large numbers; the load
-      // limits have tests of their own.
-      "-o",
-      "client_connection_count_limit=0",
-      "-o",
-      "pre_queue_limit=100000",
-      "-o",
-      "post_queue_limit=100000",
-      ...extra,
-    ],
-  });
-  const port = await warden.listeningPort();
-  // Startup opens more descriptors after the listeners (the verdict cache,
-  // the hand-off epoll set): tests that count them start from here.
-  await warden.waitForLog(/postwarden started/);
-  return { warden, port };
-}
-
-async function stopPostwarden(warden: PostwardenProcess): Promise<void> {
-  if (warden.exited) return;
-  assert.equal(await warden.stop(), 0, "postwarden did not exit with 0");
+  return startAttackTarget(postfix, ...extra);
 }
 
 /** Waits until `count` log lines match, because the log comes through a pipe. */
@@ -121,10 +88,6 @@ async function expectLogCount(
     await sleep(50);
   }
   assert.equal(warden.grep(pattern).length, count, `lines matching ${pattern}`);
-}
-
-function descriptorCount(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
 }
 
 /** Counts the UDP sockets of a process, which c-ares opens for DNS queries. */
@@ -153,79 +116,8 @@ function udpSocketCount(pid: number): number {
   return count;
 }
 
-function rssKiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
-}
-
-/** CPU time (user + system) of a process, in clock ticks. */
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-/** Waits until the process has at most `baseline` descriptors open. */
-async function expectDescriptorsBack(
-  pid: number,
-  baseline: number,
-  timeoutMs = 5000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (descriptorCount(pid) > baseline && Date.now() < deadline) {
-    await sleep(100);
-  }
-  const names = readdirSync(`/proc/${pid}/fd`).map((fd) => {
-    try {
-      return readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return "closed";
-    }
-  });
-  assert.ok(
-    names.length <= baseline,
-    `postwarden holds ${names.length} descriptors, ${baseline} before the ` +
-      `attack: ${names.join(" ")}`,
-  );
-}
-
-/** Fails when postwarden uses more than 20% of a core for a second. */
-async function expectIdle(pid: number): Promise<void> {
-  const start = cpuTicks(pid);
-  await sleep(1000);
-  const used = cpuTicks(pid) - start;
-  // 1 s of spinning would be about 100 ticks at 100 Hz.
-  assert.ok(used < 20, `postwarden used ${used} CPU ticks in 1 s while idle`);
-}
-
-const LOG_PREFIX =
-  /^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ postfix\/postwarden\[\d+\]: \S/;
-
-/** Asserts that every line has postscreen's format and no stack trace. */
-function expectWellFormedLog(warden: PostwardenProcess): void {
-  for (const line of warden.lines) {
-    assert.match(
-      line,
-      LOG_PREFIX,
-      `malformed log line ${JSON.stringify(line)}`,
-    );
-    assert.match(
-      line,
-      /^[\x20-\x7e]*$/,
-      `unescaped bytes in ${JSON.stringify(line)}`,
-    );
-    assert.doesNotMatch(line, /^\s+at |Error:|Uncaught/, `stack trace ${line}`);
-  }
-}
-
 function expectSmtpdLogClean(instance: PostfixInstance = postfix): void {
-  const bad = instance
-    .log()
-    .split("\n")
-    .filter((line) =>
-      /fatal:|panic:|bad command startup|cannot receive|throttling/.test(line),
-    );
-  assert.deepEqual(bad, [], "smtpd logged errors");
+  expectPostfixLogClean(instance);
 }
 
 /** Reads the whole dialogue of a patient client that quits. */
@@ -238,59 +130,6 @@ async function expectNormalClient(port: number, host = "127.0.0.1") {
   } finally {
     client.destroy();
   }
-}
-
-interface RawOptions {
-  host?: string;
-  localAddress?: string;
-  /** Runs once connected. */
-  onConnect?: (socket: Socket) => void;
-  /** Runs on every chunk, with everything received so far. */
-  onData?: (socket: Socket, received: string) => void;
-  timeoutMs?: number;
-}
-
-/** What a raw client received, and whether the connection ended. */
-interface RawResult {
-  received: string;
-  ended: boolean;
-}
-
-/** Connects and runs the callbacks. Gives up after `timeoutMs`. */
-function rawClient(port: number, options: RawOptions = {}): Promise<RawResult> {
-  return new Promise((resolve) => {
-    const target: SocketConnectOpts = {
-      port,
-      host: options.host ?? "127.0.0.1",
-      ...(options.localAddress === undefined
-        ? {}
-        : { localAddress: options.localAddress }),
-    };
-    const socket = connect(target);
-    let received = "";
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve({ received, ended: false });
-    }, options.timeoutMs ?? 15_000);
-    socket.setEncoding("latin1");
-    socket.on("error", () => {
-      // Resets are part of the attacks, and "close" follows.
-    });
-    socket.on("connect", () => options.onConnect?.(socket));
-    socket.on("data", (chunk: string) => {
-      received += chunk;
-      options.onData?.(socket, received);
-    });
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve({ received, ended: true });
-    });
-  });
-}
-
-/** Sends a TCP reset (SO_LINGER 0) unless the socket is gone already. */
-function reset(socket: Socket): void {
-  if (!socket.destroyed) socket.resetAndDestroy();
 }
 
 describe("hostile SMTP clients", () => {

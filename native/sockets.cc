@@ -292,7 +292,7 @@ Napi::Value Sockets::CloseFd(const Napi::CallbackInfo& info) {
 // shutdown(fd): ends the connection for every holder of the descriptor
 // (SHUT_RDWR). Only for a hand-off that smtpd never took: the descriptor
 // may still sit in the pass socket's queue, and without this the client
-// would wait on a connection nobody serves.
+// would wait on a connection that no process serves.
 Napi::Value Sockets::Shutdown(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Descriptor(info, "shutdown");

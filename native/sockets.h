@@ -2,8 +2,8 @@
 // clients and channels to smtpd. The addon keeps no object per socket.
 // Every operation takes the descriptor number: peeking without consuming,
 // short writes, descriptor passing, closing. Readiness watches are
-// one-shot and share one epoll set behind a single libuv poll handle;
-// their results reach JavaScript in batches, through a Float64Array given
+// one-shot and share one epoll set behind a single libuv poll handle.
+// Their results reach JavaScript in batches, through a Float64Array given
 // at construction and one call with their count. A client's bytes are never
 // read unless asked, so smtpd still receives what the client sent early.
 #pragma once

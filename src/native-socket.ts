@@ -1,5 +1,5 @@
 // Socket descriptors as JavaScript objects. A NativeSocket is a small
-// object that owns a descriptor number; the addon's Sockets object does
+// object that owns a descriptor number. The addon's Sockets object does
 // the system calls and keeps every readiness watch in one epoll set. The
 // addon keeps nothing per socket, so a connection held in the greet wait
 // costs a few dozen bytes here instead of a wrapped native object, a
@@ -15,8 +15,8 @@ export interface NativeSocket {
   /**
    * Calls `callback` once when the socket is ready for `events` (READABLE,
    * WRITABLE) or in error. `status` is 0, or negative when the socket is in
-   * error; a reset may come with data that can still be peeked, and should
-   * be treated as a dead connection. Arming a new watch replaces the pending one.
+   * error. A reset may come with data that can still be peeked, so treat a
+   * negative status as a dead connection. Arming a new watch replaces the pending one.
    */
   watch(events: number, callback: ReadyCallback): void;
   unwatch(): void;

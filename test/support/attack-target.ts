@@ -9,37 +9,23 @@ export async function startAttackTarget(
   postfix: PostfixInstance,
   ...extra: string[]
 ): Promise<{ warden: PostwardenProcess; port: number }> {
-  const warden = PostwardenProcess.start({
-    args: [
-      "--config",
-      "/dev/null",
-      "--listen",
-      "127.0.0.1:0",
-      "--queue-directory",
-      postfix.queueDirectory,
-      "--postfix-config-directory",
-      postfix.configDirectory,
-      "--greet-wait",
-      "1s",
-      "-o",
-      "myhostname=warden.example.com",
-      "-o",
-      "access_list=",
-      // With the verdict cache a client's second connection skips the
-      // tests ("PASS OLD"), but every attack here needs first-contact clients.
-      "-o",
-      "cache_map=",
-      // The attacks come from few addresses in large numbers; the load
-      // limits have tests of their own.
-      "-o",
-      "client_connection_count_limit=0",
-      "-o",
-      "pre_queue_limit=100000",
-      "-o",
-      "post_queue_limit=100000",
-      ...extra,
-    ],
-  });
+  const warden = PostwardenProcess.startInFrontOf(postfix, [
+    "-o",
+    "access_list=",
+    // With the verdict cache a client's second connection skips the
+    // tests ("PASS OLD"), but every attack here needs first-contact clients.
+    "-o",
+    "cache_map=",
+    // The attacks come from few addresses in large numbers; the load
+    // limits have tests of their own.
+    "-o",
+    "client_connection_count_limit=0",
+    "-o",
+    "pre_queue_limit=100000",
+    "-o",
+    "post_queue_limit=100000",
+    ...extra,
+  ]);
   const port = await warden.listeningPort();
   // Startup opens more descriptors after the listeners (the verdict cache,
   // the hand-off epoll set): tests that count them start from here.
